@@ -1,0 +1,35 @@
+# The two commands: `make demo` and `make test`. Everything else is set-up they call.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest services bench clean
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	PY=$(PY) scripts/bootstrap.sh $(VENV)
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/stkpay demo
+
+test: $(STAMP) services lint typecheck pytest
+
+services:
+	scripts/ensure-services.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/smpp_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
