@@ -1918,6 +1918,15 @@ class SimulatorService(MultiService):
             if child is not None:
                 self.addService(child)  # type: ignore[no-untyped-call]
 
+    def startService(self) -> None:  # noqa: N802 - Twisted's name
+        """Start listening (typed wrapper over MultiService)."""
+        super().startService()  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
+        """Stop listening and the simulator's timers; fires when the ports are closed."""
+        result: Deferred[None] = super().stopService()  # type: ignore[no-untyped-call]
+        return result
+
     def when_listening(self) -> Deferred[tuple[int, int | None]]:
         """Fires with (SMPP port, API port or None) once both listen."""
         waits: list[Deferred[int]] = [self.smpp.when_listening()]
