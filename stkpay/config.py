@@ -100,7 +100,11 @@ class SmscConfig:
     system_id: str = _opt("stkpay", _c_octet(16))
     password: Secret = _opt(Secret(""), _c_octet(9), "overridden by STKPAY_SMSC_PASSWORD")
     system_type: str = _opt("", _c_octet(13))
-    bind: str = _opt("trx", _one_of("trx", "tx+rx"), "one transceiver, or a tx and rx pair")
+    bind: str = _opt(
+        "trx",
+        _one_of("trx", "tx+rx", "tx", "rx"),
+        "one transceiver, a transmitter + receiver pair, or one of them alone",
+    )
     address_range: str = _opt("", _c_octet(41))
     source_addr: str = _opt("10658888", _c_octet(21), "the service's short code")
     source_addr_ton: int = _opt(0, _byte)
@@ -147,6 +151,11 @@ class SimulatorConfig:
     receipt_delay: float = _opt(0.0, _non_negative, "seconds before a delivery receipt")
     delivered_ratio: float = _opt(1.0, _ratio, "share of receipts that say DELIVRD")
     mt_retention: int = _opt(1000, _positive, "messages kept per handset mailbox")
+    max_mailboxes: int = _opt(10_000, _positive, "handset mailboxes kept (least recent evicted)")
+    message_id_format: str = _opt("dec", _one_of("dec", "hex", "hex-upper"))
+    receipt_id_format: str = _opt(
+        "", _one_of("", "dec", "hex", "hex-upper"), "ids in receipts; '' = message_id_format"
+    )
     data_coding_default: str = _opt("gsm7", _one_of("gsm7", "ascii", "latin1"))
 
 

@@ -52,7 +52,7 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("[smsc]\nwindw = 3\n", "unknown key smsc.windw"),
         ("[smsc]\nwindow = 'ten'\n", "smsc.window must be an integer"),
         ("[smsc]\nwindow = 0\n", "smsc.window must be > 0"),
-        ("[smsc]\nbind = 'rx'\n", "smsc.bind must be one of"),
+        ("[smsc]\nbind = 'rxtx'\n", "smsc.bind must be one of"),
         ("[smsc]\nsystem_id = 'x-very-long-system-id'\n", "smsc.system_id must be ASCII"),
         ("[smsc]\nregistered_delivery = 1\n", "smsc.registered_delivery must be true or false"),
         ("smsc = 3\n", "smsc must be a table"),
