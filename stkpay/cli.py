@@ -69,4 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run through the imported module, not this __main__ copy: the command modules raise
+    # stkpay.cli.CliError, which must be the class main() catches.
+    from stkpay.cli import main as _main
+
+    sys.exit(_main())

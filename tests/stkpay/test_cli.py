@@ -45,3 +45,25 @@ def test_config_show_masks_secrets(tmp_path: Path, capsys: pytest.CaptureFixture
     assert '"window": 7' in out
     assert "hunter2" not in out
     assert '"password": "***"' in out
+
+
+@pytest.mark.parametrize("module", ["stkpay", "stkpay.cli"])
+def test_module_entry_points_report_errors_on_one_line(module: str) -> None:
+    """`python -m stkpay` and `python -m stkpay.cli` turn a CliError into one line, exit 2."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", module, "smpp", "send", "--bind", "tx", "--receipt"),
+            *("--smsc", "127.0.0.1:9", "--to", "1", "--text", "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "--receipt needs a bind that receives" in lines[0]

@@ -1,0 +1,7 @@
+"""``python -m stkpay``: the same as the ``stkpay`` script."""
+
+import sys
+
+from stkpay.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Interop tests: stkpay against programs nobody here wrote (Kannel, Kannel's test SMSC)."""
