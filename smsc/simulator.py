@@ -29,7 +29,8 @@ SMPP v3.4 Issue 1.2 clauses implemented here (framing and the §2.3 session stat
 * Fault injection for integration tests (:class:`Faults`, changeable at run time):
   per-bind throughput limit answered with ESME_RTHROTTLED (token bucket), response delay,
   error status at a rate, dropping the connection at the Nth PDU, answering out of order,
-  and an SMSC-initiated unbind after N PDUs.
+  an SMSC-initiated unbind after N PDUs, and a stall (a hung SMSC: PDUs read and never
+  answered, nothing sent; the ESME's §4.11 enquire_link goes unanswered too).
 
 The core (:class:`Simulator`, :class:`Connection`) opens no socket: it is driven by bytes
 and a transport (``write``/``loseConnection``), and reads time from an injected clock
@@ -289,6 +290,13 @@ class Faults:
     * ``unbind_after``: the SMSC sends unbind after answering the Nth PDU of a connection;
       requests after that are refused with ESME_RINVBNDSTS, and the connection closes on the
       ESME's unbind_resp (or after ``unbind_timeout``).
+    * ``stall``: every connection hangs while set: its PDUs are read and ignored (no
+      response to anything, enquire_link included) and nothing is written to it (responses
+      still waiting on a delay, deliver_sm). Clearing it makes them answer again (what came
+      in meanwhile stays unanswered).
+    * ``stall_after``: the same for one connection from its Nth PDU on (the answers to the
+      PDUs before it in the same chunk are still written); a new connection is healthy
+      until its own Nth PDU.
     """
 
     throttle: float = 0.0
@@ -298,6 +306,8 @@ class Faults:
     drop_after: int = 0
     out_of_order: bool = False
     unbind_after: int = 0
+    stall: bool = False
+    stall_after: int = 0
 
     def __post_init__(self) -> None:
         for name in ("throttle", "response_delay"):
@@ -307,7 +317,7 @@ class Faults:
             raise ValueError("error_rate must be between 0 and 1")
         if not 0 < self.error_status <= 0xFFFFFFFF:
             raise ValueError("error_status must be a non-zero command_status")
-        for name in ("drop_after", "unbind_after"):
+        for name in ("drop_after", "unbind_after", "stall_after"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
 
@@ -321,6 +331,8 @@ class Faults:
             "drop_after": self.drop_after,
             "out_of_order": self.out_of_order,
             "unbind_after": self.unbind_after,
+            "stall": self.stall,
+            "stall_after": self.stall_after,
         }
 
     def updated(self, changes: Mapping[str, object]) -> Faults:
@@ -333,13 +345,13 @@ class Faults:
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ValueError(f"{key} must be a number")
                 kwargs[key] = float(value)
-            elif key in ("drop_after", "unbind_after"):
+            elif key in ("drop_after", "unbind_after", "stall_after"):
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ValueError(f"{key} must be an integer")
                 kwargs[key] = value
-            elif key == "out_of_order":
+            elif key in ("out_of_order", "stall"):
                 if not isinstance(value, bool):
-                    raise ValueError("out_of_order must be true or false")
+                    raise ValueError(f"{key} must be true or false")
                 kwargs[key] = value
             else:
                 raise ValueError(f"unknown fault {key[:40]!r}")
@@ -389,6 +401,7 @@ class BindStats:
     deliver_sm_ok: int = 0  # deliver_sm_resp ESME_ROK
     deliver_sm_failed: int = 0  # deliver_sm_resp/generic_nack with an error, or no answer
     unexpected: int = 0  # responses matching nothing outstanding
+    stalled: int = 0  # PDUs read and ignored by the stall fault
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -1344,13 +1357,17 @@ class Connection:
             return
         sim = self.sim
         stats = self.stats
+        faults = sim._faults
         try:
             for event in self.session.receive_data(data):
                 stats.pdus += 1
-                drop_after = sim._faults.drop_after
+                drop_after = faults.drop_after
                 if drop_after and stats.pdus >= drop_after:
                     self._drop()
                     break
+                if faults.stall or (faults.stall_after and stats.pdus >= faults.stall_after):
+                    self._stall_input(faults)
+                    continue
                 if type(event) is PduReceived:
                     pdu = event.pdu
                     handler = _HANDLERS.get(type(pdu))
@@ -1391,6 +1408,22 @@ class Connection:
                     self.unbind()
         finally:
             sim.flush()
+
+    def _stalled(self) -> bool:
+        """True while the stall fault holds this connection (see :class:`Faults`)."""
+        faults = self.sim._faults
+        return faults.stall or bool(faults.stall_after and self.stats.pdus >= faults.stall_after)
+
+    def _stall_input(self, faults: Faults) -> None:
+        """A PDU read while stalled: ignored. When ``stall_after`` starts the stall at this
+        PDU, what the PDUs before it in the same chunk were answered with is written now
+        (flushes write nothing while stalled)."""
+        stats = self.stats
+        stats.stalled += 1
+        if not faults.stall and stats.pdus == faults.stall_after:
+            data = self.session.data_to_send()
+            if data and not self._dropped:
+                self.transport.write(data)
 
     def _refuse_after_unbind(self, pdu: Pdu) -> None:
         """A request that was in the same chunk as PDUs answered before our unbind: refused
@@ -1444,7 +1477,7 @@ class Connection:
         if self._gone:
             return
         data = self.session.data_to_send()
-        if data and not self._dropped:
+        if data and not self._dropped and not self._stalled():
             self.transport.write(data)
         if self._close_after_flush:
             self._close_after_flush = False

@@ -4,7 +4,8 @@ Accounts come from ``[[simulator.accounts]]`` of the configuration file; ``--sys
 ``--password`` (with ``--short-code`` and ``--throughput``) add one, replacing a configured
 account with the same system_id. The fault flags set :class:`smsc.simulator.Faults` at
 start; ``POST /faults`` on the control API changes them at run time. Binds and a periodic
-one-line summary are logged to stderr; passwords never are.
+one-line summary are logged to stderr; passwords never are. ``POST /faults`` with
+``{"stall": true}`` hangs every connection until it is set back to false.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--drop-after", type=int, metavar="N", help="drop a connection at PDU N")
     p.add_argument("--out-of-order", action="store_true", help="answer in shuffled batches")
     p.add_argument("--unbind-after", type=int, metavar="N", help="send unbind after N PDUs")
+    p.add_argument(
+        "--stall-after",
+        type=int,
+        metavar="N",
+        help="stop answering a connection from its PDU N on, like a hung SMSC",
+    )
     p.add_argument(
         "--message-id-format", choices=_ID_FORMATS, default="dec", help="message ids (dec)"
     )
@@ -143,6 +150,7 @@ def build(args: argparse.Namespace, config: Config, reactor: Any) -> Any:
         ("--error-rate", "error_rate"),
         ("--drop-after", "drop_after"),
         ("--unbind-after", "unbind_after"),
+        ("--stall-after", "stall_after"),
     ):
         value = getattr(args, name)
         if value is not None:

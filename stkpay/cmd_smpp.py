@@ -3,8 +3,10 @@
 For operators testing an SMSC and for scripts. ``send`` binds, sends one message (split when
 long), prints one JSON line per part and, with ``--receipt``, each delivery receipt as it
 comes, then unbinds. ``listen`` binds and prints each (reassembled) MO as a JSON line;
-``--echo`` answers each MO with an MT carrying the same text. A bind failure or a refused
-part: one line on stderr and a non-zero exit.
+``--echo`` answers each MO with an MT carrying the same text (or the same 8-bit data). A
+bind failure, a refused part, or the link lost (the SMSC closed or unbound it; these one-shot
+runs do not reconnect): one line on stderr and exit status 1. Receipts that beat the last
+part's submit_sm_resp are printed after the part lines.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import signal
 import sys
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 
 from smsc.dlr import Receipt
 from smsc.reassembly import Message
 from smsc.segment import LongMode
-from smsc.text import Encoding
+from smsc.text import Encoding, encoding_of
 from stkpay.cli import CliError
 from stkpay.config import Config, Secret, SmscConfig
 from stkpay.runner import EXIT_FAILED, run
@@ -108,12 +110,13 @@ def _receipt_json(receipt: Receipt) -> dict[str, Any]:
 
 
 def message_json(message: Message, default: Encoding) -> dict[str, Any]:
-    """An MO as the JSON line ``listen`` prints."""
+    """An MO as the JSON line ``listen`` prints (``text`` is null for 8-bit data)."""
+    binary = encoding_of(message.data_coding, default=default) is Encoding.BINARY
     return {
         "from": message.source,
         "to": message.destination,
         "data_coding": message.data_coding,
-        "text": message.text(default=default),
+        "text": None if binary else message.text(default=default),
         "hex": message.payload.hex(),
         "udh": [{"iei": ie.iei, "data": ie.data.hex()} for ie in message.ies],
         "parts": message.parts,
@@ -138,12 +141,18 @@ async def _send(reactor: Any, args: argparse.Namespace, cfg: SmscConfig) -> int:
     from smsc.esme import Esme  # noqa: PLC0415 - Twisted import cost only when used
     from smsc.message import OutboundMessage  # noqa: PLC0415
 
-    receipts: list[Receipt] = []
+    receipts: list[Receipt] = []  # this message's, in arrival order
+    held: list[Receipt] | None = []  # receipts printed once the part lines are out
     waiting: defer.Deferred[None] | None = None
     expected = 0
+    msg: OutboundMessage | None = None
 
     def on_receipt(receipt: Receipt, token: object) -> None:
-        receipts.append(receipt)
+        if token is msg and msg is not None:
+            receipts.append(receipt)
+        if held is not None:  # a receipt may beat the last part's submit_sm_resp
+            held.append(receipt)
+            return
         _emit(_receipt_json(receipt))
         if waiting is not None and len(receipts) >= expected and not waiting.called:
             waiting.callback(None)
@@ -185,22 +194,29 @@ async def _send(reactor: Any, args: argparse.Namespace, cfg: SmscConfig) -> int:
                     "status": part.status_name,
                 }
             )
+        early, held = held, None
+        for receipt in early or ():
+            _emit(_receipt_json(receipt))
         if not result.ok:
             bad = next(p for p in result.parts if not p.ok)
             print(f"stkpay: part refused: {bad.status_name}", file=sys.stderr)
             return EXIT_FAILED
         if args.receipt:
             expected = total
+            watch: _LinkWatch | None = None
             if len(receipts) < expected:
                 waiting = defer.Deferred()
                 timeout = reactor.callLater(args.wait, _finish, waiting)
+                watch = _LinkWatch(esme, reactor, waiting)
                 await waiting
+                watch.stop()
                 if timeout.active():
                     timeout.cancel()
             if len(receipts) < expected:
+                why = watch.lost if watch is not None and watch.lost else None
                 print(
                     f"stkpay: {expected - len(receipts)} receipt(s) not received "
-                    f"within {args.wait:g} s",
+                    + (f"({why})" if why else f"within {args.wait:g} s"),
                     file=sys.stderr,
                 )
                 return EXIT_FAILED
@@ -221,7 +237,6 @@ def _listen_cmd(args: argparse.Namespace, config: Config) -> int:
 
 async def _listen(reactor: Any, args: argparse.Namespace, cfg: SmscConfig) -> int:
     from smsc.esme import Esme  # noqa: PLC0415
-    from smsc.message import OutboundMessage  # noqa: PLC0415
 
     default = Encoding(cfg.data_coding_default)
     done: defer.Deferred[None] = defer.Deferred()
@@ -232,19 +247,11 @@ async def _listen(reactor: Any, args: argparse.Namespace, cfg: SmscConfig) -> in
         nonlocal seen
         _emit(message_json(message, default))
         seen += 1
-        result: defer.Deferred[None] | None = None
         if args.echo and esme is not None:
-            reply = OutboundMessage(
-                destination=message.source,
-                source=message.destination,
-                text=message.text(default=default),
-                registered_delivery=False,
-            )
-            sent = esme.send(reply)
-            sent.addErrback(lambda f: print(f"stkpay: echo failed: {f.value}", file=sys.stderr))
+            _echo(esme, message, default)
         if args.count and seen >= args.count and not done.called:
             reactor.callLater(0, done.callback, None)
-        return result
+        return None
 
     def on_receipt(receipt: Receipt, token: object) -> None:
         _emit(_receipt_json(receipt))
@@ -262,16 +269,79 @@ async def _listen(reactor: Any, args: argparse.Namespace, cfg: SmscConfig) -> in
         reactor.callLater(args.duration, _finish, done)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: reactor.callFromThread(_finish, done))
+    watch = _LinkWatch(esme, reactor, done)
     try:
         await done
     finally:
+        watch.stop()
         await esme.stopService()
+    if watch.lost is not None:
+        raise CliError(watch.lost, EXIT_FAILED)
     return 0
+
+
+def _echo(esme: Any, message: Message, default: Encoding) -> None:
+    """Answer ``message`` with an MT carrying the same text (or the same 8-bit data)."""
+    from smsc.message import OutboundMessage  # noqa: PLC0415
+
+    try:
+        if encoding_of(message.data_coding, default=default) is Encoding.BINARY:
+            reply = OutboundMessage(
+                destination=message.source,
+                source=message.destination,
+                data=message.payload,
+                data_coding=message.data_coding,
+                registered_delivery=False,
+            )
+        else:
+            reply = OutboundMessage(
+                destination=message.source,
+                source=message.destination,
+                text=message.text(default=default),
+                registered_delivery=False,
+            )
+    except ValueError as exc:
+        print(f"stkpay: echo failed: {exc}", file=sys.stderr)
+        return
+
+    def sent(result: Any) -> None:
+        if not result.ok:
+            print(f"stkpay: echo refused: {result.parts[0].status_name}", file=sys.stderr)
+
+    d = esme.send(reply)
+    d.addCallbacks(sent, lambda f: print(f"stkpay: echo failed: {f.value}", file=sys.stderr))
 
 
 def _finish(done: defer.Deferred[None]) -> None:
     if not done.called:
         done.callback(None)
+
+
+class _LinkWatch:
+    """Fires ``done`` when the bound link goes away (the ESME runs with reconnect=False, so
+    it will not come back) and says why in :attr:`lost`; checked every 0.1 s."""
+
+    def __init__(self, esme: Any, reactor: IReactorTime, done: defer.Deferred[None]) -> None:
+        self.esme = esme
+        self.done = done
+        self.lost: str | None = None
+        self._loop = task.LoopingCall(self._check)
+        self._loop.clock = reactor
+        self._loop.start(0.1, now=False)
+
+    def _check(self) -> None:
+        if self.esme.bound or self.lost is not None or self.done.called:
+            return
+        if self.esme.counters.peer_unbinds:
+            self.lost = "the SMSC unbound"
+        else:
+            self.lost = "the connection to the SMSC was lost"
+        _finish(self.done)
+
+    def stop(self) -> None:
+        """Stop watching."""
+        if self._loop.running:
+            self._loop.stop()
 
 
 # -- shared -------------------------------------------------------------------------------

@@ -833,6 +833,58 @@ def test_unbind_without_answer_closes_after_timeout() -> None:
     assert esme.closing
 
 
+def test_stall_after_ignores_the_nth_pdu_and_everything_after() -> None:
+    """stall_after=3: bind and one submit of the chunk are answered; the 3rd PDU and every
+    later one (enquire_link included) are read and ignored, the connection stays open, and
+    the ignored submits are never delivered. A new connection is healthy again."""
+    sim, clock = make_sim(faults=Faults(stall_after=3))
+    esme = FakeEsme(sim)
+    esme.bind()
+    esme.send(submit(b"a"), submit(b"b"), submit(b"c"))
+    assert [p.sequence_number for p in esme.received()] == [2]
+    esme.send(EnquireLink(), submit(b"d"))
+    clock.advance(60)
+    assert esme.received() == []
+    assert not esme.closing
+    assert [m.message.text() for m in mailbox(sim).messages(PHONE)] == ["a"]
+    assert sim.stats()["totals"]["stalled"] == 4
+    fresh = FakeEsme(sim)
+    assert isinstance(fresh.bind(), BindTransceiverResp)
+    fresh.send(submit(b"e"))
+    (resp,) = fresh.received()
+    assert isinstance(resp, SubmitSmResp) and resp.command_status == 0
+
+
+def test_stall_hangs_every_connection_until_cleared() -> None:
+    """stall set at run time: nothing is answered or written (not even a response already
+    waiting on response_delay, nor an MO); a bind on a new connection gets no answer.
+    Cleared: PDUs are answered again, and the MO written to the hung connection is
+    delivered again once that connection is gone."""
+    sim, clock = make_sim(faults=Faults(response_delay=0.5))
+    esme = FakeEsme(sim)
+    esme.bind()
+    esme.send(submit(b"before"))
+    sim.set_faults(Faults(response_delay=0.5, stall=True))
+    clock.advance(1)
+    esme.send(EnquireLink(), submit(b"during"))
+    assert sim.submit_mo(PHONE, SHORT_CODE, text="mo")[1] == "esme"
+    clock.advance(1)
+    assert esme.received() == []
+    other = FakeEsme(sim)
+    other.send(BindTransceiver(system_id="esme", password="pw"))
+    assert other.received() == []
+    assert [m.message.text() for m in mailbox(sim).messages(PHONE)] == ["before"]
+    sim.set_faults(Faults())
+    esme.send(EnquireLink())
+    (answer,) = esme.received()
+    assert isinstance(answer, EnquireLinkResp)
+    esme.lose()
+    fresh = FakeEsme(sim)
+    fresh.bind()
+    (mo,) = fresh.ack_all()
+    assert mo.short_message == b"mo"
+
+
 def test_faults_are_validated_and_updated() -> None:
     """Faults reject bad values; updated() applies JSON-like changes, naming a bad key."""
     with pytest.raises(ValueError, match="error_rate"):
@@ -850,6 +902,13 @@ def test_faults_are_validated_and_updated() -> None:
         faults.updated({"nonsense": 1})
     with pytest.raises(ValueError, match="drop_after"):
         faults.updated({"drop_after": "3"})
+    with pytest.raises(ValueError, match="stall_after"):
+        Faults(stall_after=-1)
+    with pytest.raises(ValueError, match="stall must be true or false"):
+        faults.updated({"stall": 1})
+    stalled = faults.updated({"stall": True, "stall_after": 7})
+    assert (stalled.stall, stalled.stall_after) == (True, 7)
+    assert stalled.as_dict()["stall"] is True and stalled.as_dict()["stall_after"] == 7
 
 
 @pytest.mark.parametrize(
@@ -1045,131 +1104,6 @@ async def test_interop_with_smpplib_client(smsc_sim: SimHandle) -> None:
     assert result["mo"]["esme"] == smsc_sim.system_id
     (stored,) = mailbox(smsc_sim.simulator).messages("8613900000001")
     assert stored.message.text() == result["text"]
-
-
-# -- the command line (stkpay smsc-sim, stkpay/cmd_sim.py) ---------------------------------
-
-
-@pytest.mark.parametrize(
-    ("flags", "fragment"),
-    [
-        (["--password", "pw"], "--password needs --system-id"),
-        (["--system-id", "x"], "--system-id needs --password"),
-        (["--system-id", "x", "--password", "123456789"], "--password must be"),
-        (["--delivered-ratio", "1.5"], "--delivered-ratio"),
-        (["--receipt-delay", "-1"], "--receipt-delay"),
-        (["--error-rate", "2"], "--error-rate"),
-        (["--error-status", "ESME_NOPE"], "--error-status"),
-        (["--drop-after", "-3"], "--drop-after"),
-        (["--listen", "bogus:1"], "--listen"),
-    ],
-)
-def test_cli_rejects_bad_flags_with_one_line(
-    flags: list[str],
-    fragment: str,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Any,
-) -> None:
-    """A bad flag is one line on stderr and exit status 2; nothing starts."""
-    from stkpay.cli import main
-
-    monkeypatch.delenv("STKPAY_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert main(["smsc-sim", *flags]) == 2
-    err = capsys.readouterr().err
-    assert fragment in err
-    assert err.count("\n") == 1
-    assert "123456789" not in err
-
-
-def test_cli_runs_binds_logs_and_stops_on_sigterm(tmp_path: Any) -> None:
-    """`stkpay smsc-sim` listens, takes a bind and a submit_sm from smpplib, injects an MO
-    through its API, logs the bind and summaries without the password, and exits 0 on
-    SIGTERM."""
-    import re
-    import signal
-    import subprocess
-    import sys
-
-    import smpplib.client
-
-    password = "s3cr3t!x"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stkpay.cli",
-            "smsc-sim",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--api",
-            "tcp:0",
-            "--system-id",
-            "cli",
-            "--password",
-            password,
-            "--short-code",
-            "1065",
-            "--message-id-format",
-            "hex-upper",
-            "--stats-interval",
-            "0.2",
-        ],
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    log: list[str] = []
-    try:
-        while True:
-            line = proc.stderr.readline()
-            assert line, "simulator exited early: " + "".join(log)
-            log.append(line)
-            found = re.search(r"smpp port (\d+), api port (\d+)", line)
-            if found:
-                port, api_port = int(found.group(1)), int(found.group(2))
-                break
-        client = smpplib.client.Client("127.0.0.1", port, timeout=10, allow_unknown_opt_params=True)
-        resps: list[Any] = []
-        mos: list[Any] = []
-
-        def sent(pdu: Any) -> None:
-            resps.append(pdu)
-
-        def received(pdu: Any) -> None:
-            mos.append(pdu)
-
-        client.set_message_sent_handler(sent)
-        client.set_message_received_handler(received)
-        client.connect()
-        client.bind_transceiver(system_id="cli", password=password)
-        for _ in range(11):
-            client.send_message(source_addr="1065", destination_addr=PHONE, short_message=b"x")
-        answer = _http_post(
-            f"http://127.0.0.1:{api_port}/mo", {"from": PHONE, "to": "10650001", "text": "up"}
-        )
-        assert answer["esme"] == "cli"
-        while len(resps) < 11 or not mos:
-            client.read_once()
-        client.unbind()
-        client.disconnect()
-        ids = {r.message_id.decode() for r in resps}
-        assert len(ids) == 11
-        assert "A" in ids  # upper-case hex; the MO took one of the ids 1..C
-        assert ids <= {f"{n:X}" for n in range(1, 13)}
-        assert mos[0].short_message == b"up"
-        while not any("binds=" in line for line in log):
-            log.append(proc.stderr.readline())
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=30)
-    log.append(rest)
-    text = "".join(log)
-    assert proc.returncode == 0, text
-    assert "bind transceiver system_id=cli" in text
-    assert password not in text
 
 
 _SUBMITS = st.builds(
