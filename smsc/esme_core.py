@@ -153,7 +153,17 @@ class TokenBucket:
 class _Request(Generic[T]):
     """One request's bookkeeping (mutable, slotted: it lives on the hot path)."""
 
-    __slots__ = ("deadline", "epoch", "order", "pdu", "sends", "seq", "timeouts", "token")
+    __slots__ = (
+        "deadline",
+        "epoch",
+        "order",
+        "pdu",
+        "sends",
+        "seq",
+        "timeouts",
+        "token",
+        "unanswered",
+    )
 
     def __init__(self, pdu: Pdu, token: T, order: int) -> None:
         self.pdu = pdu
@@ -164,6 +174,9 @@ class _Request(Generic[T]):
         self.timeouts = 0
         self.epoch = 0
         self.deadline = 0.0
+        # A send of it went unanswered (link dropped or timed out): the SMSC may have
+        # accepted it, so giving up on it is TIMEOUT (outcome unknown), never ABORTED.
+        self.unanswered = False
 
 
 class EsmeCore(Generic[T]):
@@ -313,6 +326,7 @@ class EsmeCore(Generic[T]):
             return self._finish_all(requests, TIMEOUT)
         self.stats.requeued_on_drop += len(requests)
         for req in requests:
+            req.unanswered = True
             heapq.heappush(self._retry, (req.order, req))
         return []
 
@@ -484,20 +498,25 @@ class EsmeCore(Generic[T]):
                 self.stats.failed += 1
                 continue
             self.stats.requeued_on_drop += 1
+            req.unanswered = True
             heapq.heappush(self._retry, (req.order, req))
         return TimerResult(completions, True)
 
     # -- stopping ------------------------------------------------------------------------
 
     def drain(self) -> list[Completion[T]]:
-        """Stop sending: queued requests complete with :data:`ABORTED`; in-flight ones are
-        still awaited (their responses complete them; throttled ones become ABORTED)."""
+        """Stop sending: queued requests complete with :data:`ABORTED` (never accepted),
+        except those whose earlier send went unanswered, which complete with
+        :data:`TIMEOUT` (the SMSC may have accepted them); in-flight ones are still awaited
+        (their responses complete them; throttled ones become ABORTED)."""
         self._draining = True
         waiting = [req for _, req in sorted(self._retry, key=lambda item: item[0])]
         waiting.extend(self._queue)
         self._retry.clear()
         self._queue.clear()
-        return self._finish_all(waiting, ABORTED)
+        unknown = [req for req in waiting if req.unanswered]
+        never = [req for req in waiting if not req.unanswered]
+        return self._finish_all(unknown, TIMEOUT) + self._finish_all(never, ABORTED)
 
     def abort(self) -> list[Completion[T]]:
         """Give up on everything: in-flight -> :data:`TIMEOUT`, waiting -> :data:`ABORTED`."""

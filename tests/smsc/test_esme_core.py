@@ -425,6 +425,37 @@ def test_abort_completes_everything() -> None:
     assert core.in_flight == 0 and core.queued == 0
 
 
+@pytest.mark.parametrize("how", ["dropped", "timed out"])
+def test_giving_up_on_an_unanswered_send_is_timeout_not_aborted(how: str) -> None:
+    """A request whose send went unanswered (link dropped, or response deadline passed) may
+    have been accepted by the SMSC: when the ESME then stops before resending it, its caller
+    must learn TIMEOUT (outcome unknown), never ABORTED (which means safe to resend). Requests
+    that were never sent stay ABORTED."""
+    core = make_core(window=1, response_timeout=1.0)
+    fill(core, 2)
+    core.bound(0.0, Seq())
+    assert len(core.ready(0.0)) == 1
+    if how == "dropped":
+        assert core.connection_lost(0.5) == []
+    else:
+        assert core.on_timer(1.5).drop_link
+    assert sorted(core.abort(), key=lambda c: c.token) == [
+        Completion(0, TIMEOUT),
+        Completion(1, ABORTED),
+    ]
+
+
+def test_throttled_then_stopped_stays_aborted() -> None:
+    """A request the SMSC refused with ESME_RTHROTTLED was not accepted: stopping before the
+    resend completes it as ABORTED."""
+    core = make_core(window=1)
+    fill(core, 1)
+    core.bound(0.0, Seq())
+    (first,) = core.ready(0.0)
+    assert core.on_response(resp(first, THROTTLED), 0.1) is None
+    assert core.drain() == [Completion(0, ABORTED)]
+
+
 # -- keep-alive and reconnect backoff ------------------------------------------------------
 
 
