@@ -694,6 +694,9 @@ class Simulator:
             "receipt_delay": config.receipt_delay,
             "delivered_ratio": config.delivered_ratio,
             "mt_retention": config.mt_retention,
+            "max_mailboxes": config.max_mailboxes,
+            "message_id_format": config.message_id_format,
+            "receipt_id_format": config.receipt_id_format or None,
             "data_coding_default": config.data_coding_default,
         }
         kwargs.update(overrides)

@@ -1162,3 +1162,21 @@ def test_requests_behind_the_smsc_unbind_are_refused_not_accepted() -> None:
     assert isinstance(unbind, Unbind)
     assert isinstance(link, EnquireLinkResp)
     assert [m.message.text() for m in mailbox(sim).messages(PHONE)] == ["a"]
+
+
+def test_from_config_reads_the_file_settings() -> None:
+    """[simulator] keys reach the simulator: message-id formats and the mailbox bound."""
+    import dataclasses
+
+    from twisted.internet.task import Clock
+
+    from smsc.simulator import Simulator
+    from stkpay.config import SimulatorConfig
+
+    cfg = dataclasses.replace(
+        SimulatorConfig(), message_id_format="hex-upper", receipt_id_format="dec", max_mailboxes=7
+    )
+    sim = Simulator.from_config(cfg, clock=Clock())
+    assert sim.directory.max_mailboxes == 7  # type: ignore[attr-defined]
+    assert sim.message_id_format == "hex-upper"
+    assert sim.receipt_id_format == "dec"
