@@ -38,13 +38,20 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every command group registered."""
-    from stkpay import cmd_config, cmd_demo, cmd_sim, cmd_smpp  # noqa: PLC0415 - lazy
+    from stkpay import (  # noqa: PLC0415 - lazy
+        cmd_config,
+        cmd_demo,
+        cmd_ledger,
+        cmd_sim,
+        cmd_smpp,
+        cmd_wallet,
+    )
 
     parser = _Parser(prog="stkpay", description="RF-SIM mobile wallet platform")
     parser.add_argument("--version", action="version", version=f"stkpay {__version__}")
     parser.add_argument("--config", metavar="FILE", help="stkpay.toml (default: $STKPAY_CONFIG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (cmd_config, cmd_sim, cmd_smpp, cmd_demo):
+    for module in (cmd_config, cmd_sim, cmd_smpp, cmd_demo, cmd_wallet, cmd_ledger):
         module.register(sub)
     return parser
 

@@ -1,0 +1,511 @@
+"""Database access for the ledger: URLs, the two backends, a connection pool, migrations.
+
+Backends:
+
+* SQLite (``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite://:memory:``) through
+  :mod:`sqlite3`: WAL journal, ``synchronous=FULL`` (a commit is on disk before the caller is
+  answered, also across a power cut), a 30 s busy timeout, foreign keys on. Write transactions
+  are ``BEGIN IMMEDIATE`` (the database's write lock, taken up front, so a transaction never
+  fails to upgrade a read lock), serialized inside one process by a mutex so that threads queue
+  instead of sleeping in SQLite's busy handler.
+* PostgreSQL (``postgresql://user@host:port/db``) through psycopg 3: READ COMMITTED write
+  transactions whose rows are taken with ``SELECT ... FOR UPDATE``; REPEATABLE READ, READ ONLY
+  snapshots for queries and ``verify``.
+
+SQL is written once with ``?`` placeholders and rewritten to ``%s`` for psycopg. Timestamps are
+aware UTC datetimes in Python; SQLite stores them as ISO-8601 text in UTC, always with
+microseconds and ``+00:00`` (so that text order is time order), PostgreSQL as ``timestamptz``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import psycopg
+
+from ledger.errors import InvalidRequest, StorageError
+from ledger.schema import MIGRATIONS, VERSION_TABLE
+
+Dialect = Literal["sqlite", "postgresql"]
+#: pg_advisory_xact_lock key of the migration lock ("stkpay-l" in ASCII).
+_MIGRATION_LOCK: Final = 0x73746B7061792D6C
+
+
+@dataclass(frozen=True, slots=True)
+class DbUrl:
+    """A parsed ledger URL."""
+
+    dialect: Dialect
+    target: str  # a file path, ":memory:", or the PostgreSQL conninfo URL
+
+    def __repr__(self) -> str:
+        return f"DbUrl({self.dialect}, {redact_url(self.target)})"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs and messages)."""
+    head, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user, colon, _password = creds.partition(":")
+    return f"{head}://{user}{':***' if colon else ''}@{host}"
+
+
+def parse_url(url: str) -> DbUrl:
+    """Parse ``sqlite:///rel``, ``sqlite:////abs``, ``sqlite://:memory:`` or a PostgreSQL URL."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return DbUrl("postgresql", url)
+    if url in ("sqlite://:memory:", "sqlite:///:memory:"):
+        return DbUrl("sqlite", ":memory:")
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return DbUrl("sqlite", url[len("sqlite:///") :])
+    raise InvalidRequest(
+        f"unsupported ledger URL {redact_url(url)!r}: use sqlite:///PATH, sqlite://:memory: "
+        "or postgresql://user@host:port/db"
+    )
+
+
+#: bound parameters per statement (SQLite allows 32766, PostgreSQL 65535)
+_MAX_PARAMS: Final = 30_000
+
+
+#: a statement to send: SQL, parameters, binary parameters (PostgreSQL)
+Statement = tuple[str, Sequence[Any], bool]
+
+
+@lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class Conn:
+    """One database connection with the few operations the ledger needs.
+
+    Round trips are what a batch costs on PostgreSQL (and, on SQLite, every row the sqlite3
+    module steps through releases the GIL): ``select_many`` sends several queries in one
+    pipeline, ``pipeline`` sends every statement of a block (writes, ``COMMIT``) at once, and a
+    write transaction's ``BEGIN`` travels with the first statement after it.
+    """
+
+    def __init__(self, dialect: Dialect, raw: Any) -> None:
+        self.dialect: Dialect = dialect
+        self.raw = raw
+        self.broken = False
+        self._begin: str | None = None  # PostgreSQL: BEGIN not sent yet
+        self._pipe: Any = None  # PostgreSQL: the open pipeline
+
+    # -- statements ----------------------------------------------------------------------
+    def _pg(self, sql: str, params: Sequence[Any], *, binary: bool = False) -> Any:
+        """Send one statement on PostgreSQL (with a pending BEGIN in the same round trip)."""
+        if self._begin is not None and self._pipe is None:
+            with self.pipeline():
+                return self._pg(sql, params, binary=binary)
+        self._send_begin()
+        if not params:
+            return self.raw.execute(sql)
+        return self.raw.execute(_pg_sql(sql), params, binary=binary)
+
+    def _send_begin(self) -> None:
+        if self._begin is not None:
+            begin, self._begin = self._begin, None
+            self.raw.execute(begin)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement; return its rows (empty for statements without rows)."""
+        if self.dialect == "sqlite":
+            cur = self.raw.execute(sql, params)
+            rows = cur.fetchall()
+            cur.close()
+            return rows  # type: ignore[no-any-return]
+        if self._pipe is not None:
+            raise RuntimeError("results are read after the pipeline, not inside it")
+        cur = self._pg(sql, params)
+        return cur.fetchall() if cur.description is not None else []
+
+    def send(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False) -> None:
+        """Run one statement whose result is not needed (queued inside :meth:`pipeline`);
+        ``binary``: PostgreSQL binary parameters (arrays dump much faster so)."""
+        if self.dialect == "sqlite":
+            self.raw.execute(sql, params).close()
+        else:
+            self._pg(sql, params, binary=binary)
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """Run a statement expected to return at most one row."""
+        rows = self.execute(sql, params)
+        return rows[0] if rows else None
+
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """PostgreSQL: send the block's statements together, wait once at the end (errors
+        raise there). SQLite: no-op."""
+        if self.dialect == "sqlite" or self._pipe is not None:
+            yield
+            return
+        first: psycopg.Error | None = None
+        try:
+            with self.raw.pipeline() as pipe:
+                self._pipe = pipe
+                try:
+                    yield
+                except psycopg.Error as exc:
+                    # psycopg surfaces an error as soon as it sees it; close the pipeline
+                    # quietly (it would log the follow-up "pipeline aborted"), then raise it
+                    first = exc
+                finally:
+                    self._pipe = None
+        except psycopg.Error:
+            if first is None:
+                raise
+        if first is not None:
+            raise first
+
+    def in_(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        """A ``column IN (...)`` condition and its parameters (PostgreSQL: ``= ANY(array)``, one
+        parameter, so that the statement text, parsed and prepared once, does not vary)."""
+        if self.dialect == "postgresql":
+            return f"{column} = ANY(?)", (list(values),)
+        return f"{column} IN ({', '.join('?' * len(values))})", tuple(values)
+
+    def select(self, cols: str, rest: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """``SELECT {cols} {rest}``: all rows. On SQLite the rows come back aggregated into one
+        JSON row, because the sqlite3 module releases the GIL at every row it steps through and
+        winning it back among busy threads costs far more than the row."""
+        return self.select_many([(cols, rest, params)])[0]
+
+    def select_many(
+        self,
+        queries: Sequence[tuple[str, str, Sequence[Any]]],
+        *,
+        sends: Sequence[Statement] = (),
+    ) -> list[list[tuple[Any, ...]]]:
+        """Several :meth:`select` queries, in order, after the statements ``sends`` (whose
+        results are not needed), all in one round trip on PostgreSQL. Results are read once
+        the pipeline is closed, so a failure raises once, from the pipeline."""
+        if self.dialect == "sqlite":
+            for sql, params, _binary in sends:
+                self.send(sql, params)
+            out = []
+            for cols, rest, params in queries:
+                row = self.one(f"SELECT json_group_array(json_array({cols})) {rest}", params)
+                out.append([] if row is None or row[0] is None else json.loads(row[0]))
+            return [[tuple(r) for r in rows] for rows in out]
+        if self._pipe is not None:
+            raise RuntimeError("results are read after the pipeline, not inside it")
+        if len(queries) == 1 and not sends and self._begin is None:
+            cols, rest, params = queries[0]
+            return [self.execute(f"SELECT {cols} {rest}", params)]
+        with self.pipeline():
+            for sql, params, binary in sends:
+                self._pg(sql, params, binary=binary)
+            cursors = [self._pg(f"SELECT {cols} {rest}", params) for cols, rest, params in queries]
+        return [cur.fetchall() for cur in cursors]
+
+    def insert_rows(
+        self,
+        prefix: str,
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        suffix: str = "",
+    ) -> None:
+        """``{prefix} VALUES (...), (...), ... {suffix}``: many rows in one statement."""
+        for sql, params, binary in self.insert_statements(prefix, types, rows, suffix):
+            self.send(sql, params, binary=binary)
+
+    def insert_statements(
+        self,
+        prefix: str,
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        suffix: str = "",
+    ) -> list[Statement]:
+        """The statements of :meth:`insert_rows`. ``types`` are the columns' SQL types:
+        PostgreSQL gets one array per column and ``SELECT * FROM unnest(...)``, a statement
+        text that never varies (parsed and prepared once) whatever the number of rows."""
+        if not rows:
+            return []
+        if self.dialect == "postgresql":
+            arrays = ", ".join(f"CAST(? AS {t}[])" for t in types)
+            return [
+                (
+                    f"{prefix} SELECT * FROM unnest({arrays}){suffix}",  # noqa: S608 - constant
+                    [list(column) for column in zip(*rows, strict=True)],
+                    True,
+                )
+            ]
+        template = f"({', '.join('?' * len(types))})"
+        per = max(1, _MAX_PARAMS // len(rows[0]))
+        return [
+            (
+                f"{prefix} VALUES {', '.join([template] * len(chunk))}{suffix}",
+                [value for row in chunk for value in row],
+                False,
+            )
+            for chunk in (rows[i : i + per] for i in range(0, len(rows), per))
+        ]
+
+    def update_rows(
+        self,
+        table: str,
+        key: str,
+        cols: Sequence[str],
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        increment: bool = False,
+    ) -> None:
+        """Set (or with ``increment`` add to) ``cols`` of the rows whose ``key`` is each row's
+        first value, in one statement (SQLite: ``UPDATE ... FROM (VALUES ...)``; PostgreSQL:
+        ``UPDATE ... FROM unnest(arrays)``). ``types``: the SQL types of key and columns."""
+        if not rows:
+            return
+        plus = f"{table}.{{c}} + " if increment else ""
+        if self.dialect == "postgresql":
+            sets = ", ".join(f"{c} = {plus.format(c=c)}v.{c}" for c in cols)
+            arrays = ", ".join(f"CAST(? AS {t}[])" for t in types)
+            self.send(
+                f"UPDATE {table} SET {sets} FROM unnest({arrays}) "  # noqa: S608 - constant names
+                f"AS v({key}, {', '.join(cols)}) WHERE {table}.{key} = v.{key}",
+                [list(column) for column in zip(*rows, strict=True)],
+                binary=True,
+            )
+            return
+        sets = ", ".join(f"{c} = {plus.format(c=c)}v.column{i + 2}" for i, c in enumerate(cols))
+        template = f"({', '.join('?' * (len(cols) + 1))})"
+        per = max(1, _MAX_PARAMS // (len(cols) + 1))
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            self.send(
+                f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([template] * len(chunk))}) "  # noqa: S608
+                f"AS v WHERE {table}.{key} = v.column1",
+                [value for row in chunk for value in row],
+            )
+
+    def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each parameter tuple (pipelined on PostgreSQL)."""
+        if not seq:
+            return
+        if self.dialect == "sqlite":
+            self.raw.executemany(sql, seq)
+            return
+        with self.pipeline(), self.raw.cursor() as cur:
+            self._send_begin()
+            cur.executemany(_pg_sql(sql), seq)
+
+    # -- transactions --------------------------------------------------------------------
+    def begin_write(self) -> None:
+        """Start a write transaction (SQLite: take the write lock now; PostgreSQL: the BEGIN
+        goes with the next statement)."""
+        if self.dialect == "sqlite":
+            self.raw.execute("BEGIN IMMEDIATE")
+        else:
+            self._begin = "BEGIN"
+
+    def begin_read(self) -> None:
+        """Start a read-only snapshot."""
+        if self.dialect == "sqlite":
+            self.raw.execute("BEGIN")
+        else:
+            self._begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+    def commit(self) -> None:
+        """Commit the open transaction (queued when inside :meth:`pipeline`)."""
+        if self.dialect == "postgresql" and self._begin is not None:
+            self._begin = None  # nothing was sent: nothing to commit
+            return
+        self.send("COMMIT")
+
+    def rollback(self) -> None:
+        """Roll back the open transaction, if any; marks the connection broken on failure."""
+        self._begin = None
+        try:
+            if self.dialect == "sqlite":
+                if self.raw.in_transaction:
+                    self.raw.execute("ROLLBACK")
+            else:
+                self.raw.rollback()
+                if self.raw.info.transaction_status != 0:  # not idle: issue the SQL
+                    self.raw.execute("ROLLBACK")
+        except Exception:
+            self.broken = True
+
+    # -- value conversion ----------------------------------------------------------------
+    def ts(self, value: datetime) -> Any:
+        """A timestamp parameter."""
+        if self.dialect == "sqlite":
+            if value.tzinfo is not UTC:
+                value = value.astimezone(UTC)
+            return value.isoformat(timespec="microseconds")
+        return value
+
+    def from_ts(self, value: Any) -> datetime:
+        """A timestamp column value as an aware UTC datetime."""
+        if isinstance(value, datetime):
+            return value.astimezone(UTC)
+        return datetime.fromisoformat(str(value)).astimezone(UTC)
+
+    @staticmethod
+    def from_json(value: Any) -> Any:
+        """A JSON column value as Python data."""
+        if isinstance(value, str | bytes):
+            return json.loads(value)
+        return value
+
+    def close(self) -> None:
+        """Close the connection, ignoring errors."""
+        with contextlib.suppress(Exception):  # a dead connection may fail to close
+            self.raw.close()
+
+
+def _sqlite_target(target: str) -> tuple[str, bool]:
+    if target == ":memory:":
+        return f"file:stkpay-ledger-{uuid.uuid4().hex}?mode=memory&cache=shared", True
+    path = Path(target)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path), False
+
+
+class Database:
+    """A pool of connections to one ledger database; thread-safe."""
+
+    def __init__(self, url: str, *, pool_size: int = 4) -> None:
+        self.url = parse_url(url)
+        self.dialect: Dialect = self.url.dialect
+        self._memory = self.url.target == ":memory:"
+        if self.dialect == "sqlite":
+            self._sqlite_path, uri = _sqlite_target(self.url.target)
+            self._sqlite_uri = uri
+        # an in-memory SQLite database is one connection shared under the pool's discipline
+        self._max = 1 if self._memory else max(1, pool_size)
+        self._idle: queue.LifoQueue[Conn] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(self._max)
+        self._lock = threading.Lock()
+        self._all: list[Conn] = []
+        self._closed = False
+        #: serializes SQLite write transactions inside this process
+        self.write_mutex = threading.Lock()
+        self._keeper: Conn | None = None
+        if self._memory:
+            # keep the shared-cache memory database alive for the pool's lifetime
+            self._keeper = self._open()
+
+    def _open(self) -> Conn:
+        try:
+            raw: Any
+            if self.dialect == "sqlite":
+                raw = sqlite3.connect(
+                    self._sqlite_path,
+                    timeout=30.0,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    uri=self._sqlite_uri,
+                )
+                if not self._memory:
+                    mode = raw.execute("PRAGMA journal_mode=WAL").fetchone()
+                    if mode is None or str(mode[0]).lower() != "wal":
+                        raise StorageError(f"SQLite refused WAL mode ({mode!r})")
+                raw.execute("PRAGMA synchronous=FULL")
+                raw.execute("PRAGMA foreign_keys=ON")
+                raw.execute("PRAGMA busy_timeout=30000")
+                raw.execute("PRAGMA cache_size=-32768")  # 32 MiB: the hot index pages stay in
+                raw.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints
+                return Conn("sqlite", raw)
+            raw = psycopg.connect(self.url.target, autocommit=True, connect_timeout=10)
+            return Conn("postgresql", raw)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(
+                f"cannot open the ledger database {redact_url(self.url.target)}: "
+                f"{type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
+
+    @contextmanager
+    def connection(self) -> Iterator[Conn]:
+        """Borrow a connection; broken ones are closed instead of returned."""
+        if self._closed:
+            raise StorageError("the ledger is closed")
+        self._slots.acquire()
+        conn: Conn | None = None
+        try:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self._open()
+                with self._lock:
+                    self._all.append(conn)
+            yield conn
+        finally:
+            if conn is not None:
+                if conn.broken or self._closed:
+                    conn.close()
+                    with self._lock:
+                        if conn in self._all:
+                            self._all.remove(conn)
+                else:
+                    self._idle.put(conn)
+            self._slots.release()
+
+    def migrate(self) -> int:
+        """Apply pending migrations under the migration lock; return the schema version."""
+        with self.connection() as conn:
+            try:
+                conn.begin_write()
+                if conn.dialect == "postgresql":
+                    conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+                conn.execute(VERSION_TABLE[conn.dialect])
+                row = conn.one("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+                current = int(row[0]) if row else 0
+                for migration in MIGRATIONS:
+                    if migration.version <= current:
+                        continue
+                    statements = (
+                        migration.sqlite if conn.dialect == "sqlite" else migration.postgresql
+                    )
+                    for statement in statements:
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_version (version, description, applied_at) "
+                        "VALUES (?, ?, ?)",
+                        (migration.version, migration.description, conn.ts(datetime.now(UTC))),
+                    )
+                    current = migration.version
+                conn.commit()
+                return current
+            except StorageError:
+                conn.rollback()
+                raise
+            except Exception as exc:
+                conn.rollback()
+                raise StorageError(
+                    f"ledger migration failed: {type(exc).__name__}: {_first_line(exc)}"
+                ) from exc
+
+    def close(self) -> None:
+        """Close every connection."""
+        self._closed = True
+        with self._lock:
+            conns, self._all = list(self._all), []
+        for conn in conns:
+            conn.close()
+        if self._keeper is not None:
+            self._keeper.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

@@ -1,0 +1,469 @@
+"""The ledger's synchronous service layer: the one API the CLI, the gateway and tests call.
+
+Every fen that moves in the wallet moves through :class:`Ledger`. Write operations run as jobs
+in write transactions (:mod:`ledger.commit`): with ``group_commit`` (the default) a committer
+thread batches concurrent requests into one transaction, each request still atomic and
+individually accepted or refused, and a call returns only once its transaction is committed.
+Without it, each call runs its own transaction on a pooled connection (the bench compares the
+two). Reads run on read-only snapshots. Methods block; the Twisted gateway calls them from a
+thread pool (``ledger.asyncapi``). All methods are thread-safe.
+
+Errors: a refusal raises a :class:`~ledger.errors.LedgerError` and posts nothing; a database
+failure raises :class:`~ledger.errors.StorageError` (outcome unknown: retry with the same key).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
+from datetime import UTC, date, datetime
+from types import TracebackType
+from typing import Any, Final, ParamSpec, TypeVar, cast
+
+from ledger import ops, reads
+from ledger.commit import NO_HINTS, GroupCommitter, Hints, Job, Op, Runner
+from ledger.db import Conn, Database, redact_url
+from ledger.errors import LedgerError, StorageError
+from ledger.limits import Limits
+from ledger.ops import iccid_of
+from ledger.tx import AccountMeta
+from ledger.views import (
+    CloseView,
+    EntryView,
+    HallReport,
+    LoadView,
+    TransferView,
+    VerifyReport,
+    WalletView,
+)
+
+__all__ = [
+    "CloseView",
+    "EntryView",
+    "HallReport",
+    "Ledger",
+    "LoadView",
+    "TransferView",
+    "VerifyReport",
+    "WalletView",
+]
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+#: set by ``submit``: the write methods then queue their job instead of running it
+_CAPTURE: ContextVar[list[Job] | None] = ContextVar("ledger_capture", default=None)
+_WRITE_METHODS: Final = frozenset(
+    {
+        "open_wallet",
+        "enable_card",
+        "deposit",
+        "swap_card",
+        "close_wallet",
+        "reserve_load",
+        "post_load",
+        "void_load",
+        "mark_in_doubt",
+        "open_merchant",
+        "purchase",
+    }
+)
+DEFAULT_LIMITS = Limits()
+#: the largest batch: keeps every statement of a batch within SQLite's bound parameters
+MAX_BATCH: Final = 4096
+
+
+def _msisdns(msisdn: object) -> tuple[str, ...]:
+    """A prefetch hint from a raw MSISDN (normalized as the operations do; anything odd is
+    dropped: the operation validates and reads it itself)."""
+    return (msisdn.removeprefix("+"),) if isinstance(msisdn, str) else ()
+
+
+def _strs(*values: object) -> tuple[str, ...]:
+    return tuple(v for v in values if isinstance(v, str))
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """Synchronous service layer; thread-safe for use from a thread pool."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        limits: Limits,
+        clock: Callable[[], datetime],
+        group_commit: bool,
+        max_batch: int,
+        linger: float,
+        pool_size: int = 4,
+    ) -> None:
+        self._db = db
+        self.limits = limits
+        self._clock = clock
+        self._meta: dict[str, AccountMeta] = {}
+        self._runner = Runner(db, limits, clock, self._meta)
+        self._committer = (
+            GroupCommitter(db, self._runner, max_batch=max_batch, linger=linger)
+            if group_commit
+            else None
+        )
+        self._closed = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._pool_size = pool_size
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        clock: Callable[[], datetime] | None = None,
+        group_commit: bool = True,
+        max_batch: int = 512,
+        linger: float = 0.001,
+        pool_size: int = 4,
+    ) -> Ledger:
+        """Open the ledger at ``url`` (``sqlite:///rel.db``, ``sqlite:////abs.db``,
+        ``sqlite://:memory:``, ``postgresql://user@host:port/db``) and run pending migrations.
+
+        ``clock`` returns aware datetimes (default: the system clock in UTC).
+        ``group_commit`` batches concurrent writes into shared transactions of up to
+        ``max_batch`` requests; when fewer requests are queued than the previous batch had, the
+        committer waits up to ``linger`` seconds for the rest (0: never wait; a lone caller is
+        never kept waiting either way).
+        """
+        if not 1 <= max_batch <= MAX_BATCH:
+            raise ValueError(f"max_batch must be within 1..{MAX_BATCH}, got {max_batch}")
+        if linger < 0 or pool_size < 1:
+            raise ValueError("linger must be >= 0 and pool_size >= 1")
+        db = Database(url, pool_size=pool_size + (1 if group_commit else 0))
+        try:
+            db.migrate()
+        except BaseException:
+            db.close()
+            raise
+        return cls(
+            db,
+            limits=limits,
+            clock=clock or _utc_now,
+            group_commit=group_commit,
+            max_batch=max_batch,
+            linger=linger,
+            pool_size=pool_size,
+        )
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._db.dialect
+
+    def __repr__(self) -> str:
+        return f"<Ledger {self._db.dialect} {redact_url(self._db.url.target)}>"
+
+    def close(self) -> None:
+        """Finish queued writes, stop the committer and close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._committer is not None:
+            self._committer.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _write(self, op: Op, hints: Hints = NO_HINTS) -> Any:
+        if self._closed:
+            raise StorageError("the ledger is closed")
+        job = Job(op, hints)
+        capture = _CAPTURE.get()
+        if capture is not None:  # inside submit(): hand the job over, do not run it here
+            capture.append(job)
+            return None
+        if self._committer is not None:
+            self._committer.submit(job.blocking())
+            return job.wait()
+        self._run_alone(job)
+        return job.outcome()
+
+    def _run_alone(self, job: Job) -> None:
+        try:
+            with self._db.connection() as conn:
+                self._runner.run(conn, [job])
+        except BaseException as exc:  # the pool could not give a connection
+            self._runner.fail([job], exc)
+        job.finish()
+
+    def submit(
+        self, method: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> Future[_T]:
+        """Start a write without blocking: ``ledger.submit(ledger.deposit, msisdn, 100, "bank",
+        request_id="r1")`` returns a :class:`concurrent.futures.Future` of what
+        ``ledger.deposit(...)`` returns; it resolves (in the committer thread) once the write is
+        committed, or with the refusal. Validation errors are raised through the future too.
+        With group commit this is how an event loop keeps many requests in one batch without
+        a thread per request; without it the write runs on a small internal thread pool."""
+        name = getattr(method, "__name__", "")
+        if getattr(method, "__self__", None) is not self or name not in _WRITE_METHODS:
+            raise TypeError(f"submit() takes a write method of this ledger, not {method!r}")
+        captured: list[Job] = []
+        token = _CAPTURE.set(captured)
+        try:
+            method(*args, **kwargs)
+        finally:
+            _CAPTURE.reset(token)
+        (job,) = captured
+        future = job.with_future()
+        if self._committer is not None:
+            self._committer.submit(job)
+        else:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="ledger")
+            self._pool.submit(self._run_alone, job)
+        return cast("Future[_T]", future)
+
+    def _read(self, fn: Callable[[Conn], _T]) -> _T:
+        if self._closed:
+            raise StorageError("the ledger is closed")
+        with self._db.connection() as conn:
+            try:
+                conn.begin_read()
+                result = fn(conn)
+                conn.commit()
+                return result
+            except LedgerError:
+                conn.rollback()
+                raise
+            except Exception as exc:
+                conn.rollback()
+                if conn.dialect == "postgresql":
+                    conn.broken = conn.broken or bool(conn.raw.closed)
+                text = str(exc).strip().splitlines()
+                raise StorageError(
+                    f"ledger read failed: {type(exc).__name__}: {text[0] if text else ''}"
+                ) from exc
+
+    def _now(self) -> datetime:
+        return self._runner.now()
+
+    # -- wallets and cards ---------------------------------------------------------------
+    def open_wallet(
+        self, msisdn: str, id_number: str, *, request_id: str | None = None
+    ) -> WalletView:
+        """Open a wallet (cash account at 0) for ``msisdn``; WalletExists if one is open."""
+        return cast(
+            WalletView, self._write(lambda tx: ops.open_wallet(tx, msisdn, id_number, request_id))
+        )
+
+    def enable_card(self, msisdn: str, iccid: str, *, request_id: str | None = None) -> WalletView:
+        """Enable the RF-SIM card ``iccid`` on the wallet (which must have no active card)."""
+        return cast(
+            WalletView, self._write(lambda tx: ops.enable_card(tx, msisdn, iccid, request_id))
+        )
+
+    def deposit(
+        self,
+        msisdn: str,
+        amount: int,
+        source: str,
+        *,
+        request_id: str,
+        teller: str | None = None,
+        hall: str | None = None,
+    ) -> TransferView:
+        """Deposit ``amount`` fen to the cash account from ``source`` (hall, bank, voucher);
+        a hall deposit needs ``teller`` and ``hall``."""
+        return cast(
+            TransferView,
+            self._write(
+                lambda tx: ops.deposit(
+                    tx, msisdn, amount, source, request_id=request_id, teller=teller, hall=hall
+                ),
+                Hints(
+                    keys=(f"req:{request_id}",),
+                    request_keys=(f"req:{request_id}",),
+                    msisdns=_msisdns(msisdn),
+                ),
+            ),
+        )
+
+    def swap_card(
+        self,
+        msisdn: str,
+        new_iccid: str,
+        *,
+        old_balance: int | None,
+        request_id: str,
+        teller: str | None = None,
+        hall: str | None = None,
+    ) -> WalletView:
+        """Swap the active card for ``new_iccid``: the old purse migrated (``old_balance`` read
+        from the old card) or forfeited (``None``: the card is lost)."""
+        return cast(
+            WalletView,
+            self._write(
+                lambda tx: ops.swap_card(
+                    tx,
+                    msisdn,
+                    new_iccid,
+                    old_balance=old_balance,
+                    request_id=request_id,
+                    teller=teller,
+                    hall=hall,
+                )
+            ),
+        )
+
+    def close_wallet(
+        self,
+        msisdn: str,
+        *,
+        request_id: str,
+        teller: str | None = None,
+        hall: str | None = None,
+        card_balance: int | None = None,
+    ) -> CloseView:
+        """Close the wallet: cash refunded to the hall's cash, the purse refunded when the card
+        was read (``card_balance``), forfeited otherwise."""
+        return cast(
+            CloseView,
+            self._write(
+                lambda tx: ops.close_wallet(
+                    tx,
+                    msisdn,
+                    request_id=request_id,
+                    teller=teller,
+                    hall=hall,
+                    card_balance=card_balance,
+                )
+            ),
+        )
+
+    # -- two-phase top-up ----------------------------------------------------------------
+    def reserve_load(
+        self,
+        msisdn: str,
+        iccid: str,
+        amount: int,
+        *,
+        card_balance: int,
+        online_counter: int,
+        key: str,
+        channel: str = "stk",
+    ) -> LoadView:
+        """Reserve a top-up: cash -> loads in flight, after every top-up limit."""
+        return cast(
+            LoadView,
+            self._write(
+                lambda tx: ops.reserve_load(
+                    tx,
+                    msisdn,
+                    iccid,
+                    amount,
+                    card_balance=card_balance,
+                    online_counter=online_counter,
+                    key=key,
+                    channel=channel,
+                ),
+                Hints(keys=(f"load:{key}",), msisdns=_msisdns(msisdn), iccids=_strs(iccid)),
+            ),
+        )
+
+    def post_load(self, load_id: str) -> LoadView:
+        """The card loaded: in flight -> card purse (idempotent)."""
+        return cast(
+            LoadView,
+            self._write(lambda tx: ops.post_load(tx, load_id), Hints(load_ids=_strs(load_id))),
+        )
+
+    def void_load(self, load_id: str) -> LoadView:
+        """The card did not load: in flight -> cash (idempotent)."""
+        return cast(
+            LoadView,
+            self._write(lambda tx: ops.void_load(tx, load_id), Hints(load_ids=_strs(load_id))),
+        )
+
+    def mark_in_doubt(self, load_id: str) -> LoadView:
+        """No proof yet: the load stays in flight, in doubt."""
+        return cast(
+            LoadView,
+            self._write(lambda tx: ops.mark_in_doubt(tx, load_id), Hints(load_ids=_strs(load_id))),
+        )
+
+    def pending_loads(self, iccid: str | None = None) -> list[LoadView]:
+        """Reserved and in-doubt loads, optionally of one card, oldest first."""
+        card = iccid_of(iccid) if iccid is not None else None
+        return self._read(lambda conn: reads.pending_loads(conn, card))
+
+    # -- merchants and purchases ---------------------------------------------------------
+    def open_merchant(self, merchant_id: str, name: str, *, currency: str = "CNY") -> None:
+        """Open a merchant with a payable account (idempotent for the same details)."""
+        self._write(lambda tx: ops.open_merchant(tx, merchant_id, name, currency))
+
+    def purchase(
+        self,
+        iccid: str,
+        merchant_id: str,
+        amount: int,
+        *,
+        offline_counter: int,
+        terminal_id: str = "",
+        at: datetime | None = None,
+    ) -> TransferView:
+        """Post a POS purchase record: card purse -> merchant (idempotent per card and offline
+        counter)."""
+        return cast(
+            TransferView,
+            self._write(
+                lambda tx: ops.purchase(
+                    tx,
+                    iccid,
+                    merchant_id,
+                    amount,
+                    offline_counter=offline_counter,
+                    terminal_id=terminal_id,
+                    at=at,
+                ),
+                Hints(keys=(f"pos:{iccid}:{offline_counter}",), iccids=_strs(iccid)),
+            ),
+        )
+
+    # -- queries -------------------------------------------------------------------------
+    def wallet(self, msisdn: str) -> WalletView:
+        """Balances and card state of the subscriber's wallet."""
+        now = self._now()
+        return self._read(lambda conn: reads.wallet(conn, msisdn, self.limits, now))
+
+    def history(self, msisdn: str, last: int = 10) -> list[EntryView]:
+        """The subscriber's last ``last`` entries (cash account and purses), newest first."""
+        return self._read(lambda conn: reads.history(conn, msisdn, last))
+
+    def merchant_day(self, merchant_id: str, day: date) -> list[EntryView]:
+        """A merchant's entries of one local calendar day, oldest first."""
+        return self._read(lambda conn: reads.merchant_day(conn, merchant_id, day, self.limits))
+
+    def hall_report(self, hall: str, day: date) -> HallReport:
+        """A business hall's cash deposits and refunds of one local calendar day."""
+        return self._read(lambda conn: reads.hall_report(conn, hall, day, self.limits))
+
+    def verify(self) -> VerifyReport:
+        """Recompute every balance from the journal and check the ledger's invariants."""
+        return self._read(reads.verify)

@@ -1,0 +1,139 @@
+"""Ledger storage: URLs, the SQLite settings, migrations (also when processes start together)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from ledger.db import Database, parse_url, redact_url
+from ledger.errors import InvalidRequest, StorageError
+from ledger.schema import SCHEMA_VERSION
+from ledger.service import Ledger
+
+from .helpers import ID_NUMBER, MSISDN, raw_sql
+
+
+@pytest.mark.parametrize(
+    ("url", "dialect", "target"),
+    [
+        ("sqlite:///var/ledger.db", "sqlite", "var/ledger.db"),
+        ("sqlite:////abs/ledger.db", "sqlite", "/abs/ledger.db"),
+        ("sqlite://:memory:", "sqlite", ":memory:"),
+        ("postgresql://u@h:5432/db", "postgresql", "postgresql://u@h:5432/db"),
+        ("postgres://u@h/db", "postgresql", "postgres://u@h/db"),
+    ],
+)
+def test_parse_url(url: str, dialect: str, target: str) -> None:
+    """The documented URL forms select the backend and the target."""
+    parsed = parse_url(url)
+    assert (parsed.dialect, parsed.target) == (dialect, target)
+
+
+@pytest.mark.parametrize("url", ["", "sqlite://", "sqlite:///", "mysql://x/y", "/tmp/x.db"])
+def test_parse_url_refuses_others(url: str) -> None:
+    """Anything else is refused with the accepted forms in the message."""
+    with pytest.raises(InvalidRequest, match="sqlite:///PATH"):
+        parse_url(url)
+
+
+def test_passwords_never_shown() -> None:
+    """URLs in messages and reprs have their password masked."""
+    assert redact_url("postgresql://bob:s3cret@db:5432/x") == "postgresql://bob:***@db:5432/x"
+    assert redact_url("postgresql://bob@db/x") == "postgresql://bob@db/x"
+    assert "s3cret" not in repr(parse_url("postgresql://bob:s3cret@db:5432/x"))
+    with pytest.raises(StorageError) as info:
+        Ledger.connect("postgresql://bob:s3cret@127.0.0.1:1/x")
+    assert "s3cret" not in str(info.value)
+    assert "cannot open" in str(info.value)
+
+
+def test_sqlite_is_wal_with_full_sync(tmp_path: Path) -> None:
+    """SQLite runs in WAL mode with synchronous=FULL and foreign keys on."""
+    db = Database(f"sqlite:///{tmp_path / 'l.db'}")
+    try:
+        with db.connection() as conn:
+            assert conn.one("PRAGMA journal_mode") == ("wal",)
+            assert conn.one("PRAGMA synchronous") == (2,)
+            assert conn.one("PRAGMA foreign_keys") == (1,)
+    finally:
+        db.close()
+
+
+def test_relative_sqlite_path_creates_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative path is relative to the working directory; missing directories are made."""
+    monkeypatch.chdir(tmp_path)
+    with Ledger.connect("sqlite:///var/sub/ledger.db") as led:
+        led.open_wallet(MSISDN, ID_NUMBER)
+    assert (tmp_path / "var" / "sub" / "ledger.db").exists()
+
+
+def test_memory_ledger() -> None:
+    """sqlite://:memory: is a working ledger for the life of the object."""
+    with Ledger.connect("sqlite://:memory:") as led:
+        led.open_wallet(MSISDN, ID_NUMBER)
+        led.deposit(MSISDN, 100, "bank", request_id="d")
+        assert led.wallet(MSISDN).cash == 100
+        assert led.verify().ok
+
+
+def test_migrations_apply_once(ledger_url: str) -> None:
+    """Connecting again does not re-apply migrations; schema_version records each once."""
+    for _ in range(2):
+        Ledger.connect(ledger_url).close()
+    rows = raw_sql(ledger_url, "SELECT version FROM schema_version ORDER BY version")
+    assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+def test_concurrent_first_start_migrates_once(ledger_url: str) -> None:
+    """Eight ledgers starting at once on an empty database: each migration runs once and all
+    of them work."""
+    errors: list[BaseException] = []
+    ledgers: list[Ledger] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            led = Ledger.connect(ledger_url, group_commit=False)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            ledgers.append(led)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert raw_sql(ledger_url, "SELECT COUNT(*) FROM schema_version") == [(SCHEMA_VERSION,)]
+        ledgers[0].open_wallet(MSISDN, ID_NUMBER)
+        assert ledgers[-1].wallet(MSISDN).state == "open"
+    finally:
+        for led in ledgers:
+            led.close()
+
+
+def test_closed_ledger_refuses_calls(ledger_url: str) -> None:
+    """After close() every call fails with StorageError; close() is idempotent."""
+    led = Ledger.connect(ledger_url)
+    led.close()
+    led.close()
+    with pytest.raises(StorageError, match="closed"):
+        led.open_wallet(MSISDN, ID_NUMBER)
+    with pytest.raises(StorageError, match="closed"):
+        led.verify()
+
+
+def test_unreachable_postgres_is_a_storage_error() -> None:
+    """A database that cannot be reached is a StorageError, not a refusal."""
+    with pytest.raises(StorageError, match="cannot open"):
+        Ledger.connect("postgresql://nobody@127.0.0.1:1/nothing")
