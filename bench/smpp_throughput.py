@@ -19,15 +19,16 @@ What it measures (issue 2, Acceptance, last bullet):
 * **CPU**: user+system seconds of each process over the measured interval (from
   ``/proc/PID/stat``) divided by the wall time: 100 % is one core saturated. The machine
   has 2 cores; the simulator runs in its own process (``stkpay smsc-sim``).
-* **Memory**: a run of ``--memory-messages`` messages (window 64, receipts requested, the
-  path that keeps the most state) on a fresh simulator before anything else, printing the
-  resident size (``VmRSS``) of this process (the ESME) and of the simulator at checkpoints.
+* **Memory**: before the throughput rows, a run of ``--messages`` messages at window 64
+  without receipts and one with receipts (``--memory-load``), each on a fresh bind, printing
+  the resident size (``VmRSS``) of this process (the ESME) and of the simulator after the
+  bind and at checkpoints from 100k on, and the growth from 100k to the end.
 
 ``--smsc HOST:PORT --system-id ID --password PW`` runs the same load against another SMSC
 (no simulator is started; its CPU and memory are then not shown). ``--quick`` is a < 1 min
 smoke run. The bench asserts nothing: it prints figures beside the targets (>= 15,000
 submit_sm/s at window 64 with p99 < 10 ms; memory growth < 5 %). Progress goes to stderr,
-the report to stdout.
+the report to stdout; ``docs/benchmarks.md`` explains the figures.
 
 Usage: ``.venv/bin/python bench/smpp_throughput.py [--quick] [--smsc HOST:PORT ...]``.
 """
@@ -48,10 +49,10 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import smpplib
 import twisted
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater, react
@@ -302,11 +303,11 @@ class Row:
 class ClosedLoop:
     """Keeps exactly ``window`` messages in ``esme.send()`` until enough were measured.
 
-    Measurement starts when the ``warmup``-th message completes or ``warmup_seconds`` passed
-    (the window is full then);
-    it stops issuing once ``messages`` were issued after that or ``seconds`` passed, and
-    ends when the last outstanding one completes. Latencies are of messages issued in the
-    measured interval. ``checkpoint(done)`` is called after each completion when given.
+    Measurement starts when the ``warmup``-th message completes or ``warmup_seconds`` have
+    passed (the window is full then); it stops issuing once ``messages`` were issued after
+    that or ``seconds`` passed, or at the first local failure (TIMEOUT, ABORTED: the link is
+    gone), and ends when the last outstanding one completes. Latencies are of messages
+    issued in the measured interval. ``checkpoint(done)`` is called after each completion.
     """
 
     def __init__(
@@ -381,6 +382,8 @@ class ClosedLoop:
             self.ok += 1
         else:
             self.failed += 1
+            if result.status < 0:  # TIMEOUT / ABORTED / INVALID: do not spin on a dead link
+                self.stop_issuing = True
         if measured and self.record:
             self.latencies.append(end - start)
         if self.checkpoint is not None:
@@ -584,7 +587,12 @@ async def memory_run(
 
     esme = _esme(reactor, target, 64, on_receipt if receipts else None)
     esme.startService()
-    await esme.when_bound()
+    try:
+        await esme.when_bound()
+    except Exception as exc:
+        log(f"  memory: bind failed: {exc}")
+        await esme.stopService()
+        return []
     wanted = memory_checkpoints(args.memory_messages)
     points = [
         MemoryPoint(0, rss_kib(os.getpid()), rss_kib(target.pid) if target.pid else None, 0, 0.0)
@@ -663,7 +671,7 @@ def report(
     out.append("SMPP 3.4 submit_sm benchmark: stkpay ESME vs smpplib Client")
     out.append(
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"Twisted {twisted.__version__}, smpplib {getattr(smpplib, '__version__', '2.2.x')}; "
+        f"Twisted {twisted.__version__}, smpplib {metadata.version('smpplib')}; "
         f"SMSC: {smsc}"
     )
     out.append(
@@ -690,7 +698,7 @@ def report(
     disturbed = False
     for row in rows:
         mark = ""
-        if row.others > DISTURBED:
+        if row.others > DISTURBED and not external:
             mark, disturbed = " !", True
         out.append(
             f"{row.client:<8} {row.window:>6} {'yes' if row.receipts_requested else 'no':>8} "
@@ -700,6 +708,11 @@ def report(
         )
         for error in sorted(set(row.errors)):
             out.append(f"{'':<8} ERROR: {error}")
+    if external:
+        out.append(
+            "(external SMSC: its CPU is not sampled; when it runs on this machine it is "
+            "counted in 'others')"
+        )
     if disturbed:
         out.append(
             f"! other processes used more than {DISTURBED:.0f}% of a core during these rows: "
@@ -731,10 +744,12 @@ def report(
             out.append(saturation(with_receipts, external))
     out.append("")
     if not memory:
-        out.append("memory: not measured (--messages 0)")
+        out.append("memory: not measured (--messages 0, or the bind failed)")
     for receipts, points in memory.items():
-        out.extend(memory_report(points, receipts=receipts))
+        out.extend(memory_report(points, receipts=receipts, external=external))
         out.append("")
+    while out and not out[-1]:
+        out.pop()
     if sim_stats is not None:
         totals = sim_stats.get("totals", {})
         out.append("")
@@ -772,12 +787,13 @@ def saturation(row: Row, external: bool) -> str:
     return head + "neither saturates a core; the rest of the time both wait (wake-ups, TCP)"
 
 
-def memory_report(memory: list[MemoryPoint], *, receipts: bool) -> list[str]:
+def memory_report(memory: list[MemoryPoint], *, receipts: bool, external: bool) -> list[str]:
     """Lines about one memory run."""
     load = "with receipts requested" if receipts else "without receipts"
+    where = "" if external else " (one simulator process serves every run)"
     lines = [
         f"memory, {load}: resident size (VmRSS) during {memory[-1].messages:,} messages "
-        "at window 64 on a fresh bind (one simulator process serves every run)"
+        f"at window 64 on a fresh bind{where}"
     ]
     lines.append(f"{'messages':>10} {'ESME MiB':>9} {'SMSC MiB':>9} {'receipts':>10}")
     for point in memory:
@@ -800,6 +816,15 @@ def memory_report(memory: list[MemoryPoint], *, receipts: bool) -> list[str]:
         if first.sim_kib is not None and last.sim_kib is not None:
             text += f"; simulator {growth(first.sim_kib, last.sim_kib)}"
         lines.append(text)
+    settled = next((p for p in memory if p.messages == 1_000_000), None)
+    if receipts and settled is not None and settled.messages < last.messages:
+        text = (
+            f"growth from 1,000,000 to {last.messages:,} messages: "
+            f"ESME {growth(settled.esme_kib, last.esme_kib)}"
+        )
+        if settled.sim_kib is not None and last.sim_kib is not None:
+            text += f"; simulator {growth(settled.sim_kib, last.sim_kib)}"
+        lines.append(text)
     if receipts:
         lines.append(
             "  with receipts the ESME's ReceiptMatcher remembers the last 100,000 final receipt "
@@ -812,9 +837,14 @@ def memory_report(memory: list[MemoryPoint], *, receipts: bool) -> list[str]:
         )
     else:
         lines.append(
-            "  without receipts the ESME keeps nothing per message once it completes; the "
-            "simulator's bounded tables (last 100,000 message states for query_sm, 1,000 MT "
-            "per handset, 10 handsets here) fill during the first 100k messages"
+            "  without receipts the ESME keeps nothing per message once it completes"
+            + (
+                ""
+                if external
+                else "; the simulator's bounded tables (last 100,000 message states for "
+                "query_sm, 1,000 MT per handset, 10 handsets here) fill during the first "
+                "100k messages"
+            )
         )
     return lines
 
@@ -897,7 +927,9 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
                 f"memory run: {args.memory_messages:,} messages, window 64, "
                 + ("receipts" if receipts else "no receipts")
             )
-            memory[receipts] = await memory_run(reactor, target, args, receipts=receipts)
+            points = await memory_run(reactor, target, args, receipts=receipts)
+            if points:
+                memory[receipts] = points
         gc.collect()
         rows: dict[tuple[str, int, bool], Row] = {}
         clients = ["stkpay"] + ([] if args.no_smpplib else ["smpplib"])
