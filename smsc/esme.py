@@ -59,6 +59,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from smsc._io import Clock, DelayedCall, Transport
 from smsc.dlr import MsgIdNormalizer, Receipt, ReceiptMatcher, is_receipt, parse_receipt
 from smsc.esme_core import (
     ABORTED,
@@ -106,56 +107,6 @@ from smsc.session import (
 from stkpay.config import SmscConfig
 
 __all__ = ["BindError", "Esme"]
-
-
-class DelayedCall(TypingProtocol):
-    """The part of ``DelayedCall`` used here."""
-
-    def getTime(self) -> float:  # noqa: N802 - Twisted's name
-        """When the call runs."""
-        ...
-
-    def reset(self, seconds_from_now: float) -> None:
-        """Move the call."""
-        ...
-
-    def cancel(self) -> None:
-        """Cancel the call."""
-        ...
-
-    def active(self) -> bool:
-        """True until it ran or was cancelled."""
-        ...
-
-
-class Clock(TypingProtocol):
-    """The part of ``IReactorTime`` used here (a reactor or ``task.Clock``)."""
-
-    def seconds(self) -> float:
-        """Now, in seconds."""
-        ...
-
-    def callLater(  # noqa: N802 - Twisted's name
-        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
-    ) -> DelayedCall:
-        """Run ``callable`` after ``delay`` seconds."""
-        ...
-
-
-class Transport(TypingProtocol):
-    """The part of ``ITCPTransport`` used here (a TCP transport or ``StringTransport``)."""
-
-    def write(self, data: bytes) -> None:
-        """Queue bytes for the peer."""
-        ...
-
-    def loseConnection(self) -> None:  # noqa: N802 - Twisted's name
-        """Close after the queued bytes are written."""
-        ...
-
-    def abortConnection(self) -> None:  # noqa: N802 - Twisted's name
-        """Close at once, dropping what is queued."""
-        ...
 
 
 class Endpoint(TypingProtocol):

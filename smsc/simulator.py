@@ -58,7 +58,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Generic, NamedTuple, Protocol, TypeVar, cast
+from typing import Any, Final, Generic, NamedTuple, TypeVar, cast
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
@@ -68,6 +68,7 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from smsc._io import Clock, DelayedCall, Transport
 from smsc.dlr import receipt_pdu
 from smsc.handset import HandsetDirectory, MailboxDirectory, MtMessage, MtPart
 from smsc.pdu import (
@@ -152,51 +153,6 @@ _PERMANENT: Final = frozenset({Status.ESME_RX_P_APPN, Status.ESME_RX_R_APPN})
 #: GSM 04.11/TS 24.011 cause written as err / network_error_code of a failed receipt:
 #: 1 "unassigned (unallocated) number", the usual reason a handset is unreachable.
 _UNDELIVERABLE_ERR: Final = 1
-
-
-# -- injected time and transport ---------------------------------------------------------
-
-
-class DelayedCall(Protocol):
-    """What ``callLater`` returns (``twisted.internet.interfaces.IDelayedCall``)."""
-
-    def cancel(self) -> None:
-        """Cancel the call."""
-        ...
-
-    def active(self) -> bool:
-        """True until the call ran or was cancelled."""
-        ...
-
-
-class Clock(Protocol):
-    """The clock the simulator reads (``IReactorTime``: a reactor or ``task.Clock``)."""
-
-    def seconds(self) -> float:
-        """Now, in seconds."""
-        ...
-
-    def callLater(  # noqa: N802 - Twisted's name
-        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
-    ) -> Any:
-        """Run ``callable`` after ``delay`` seconds; returns an IDelayedCall."""
-        ...
-
-
-class Transport(Protocol):
-    """The part of ``ITransport`` the core uses (a TCP transport or ``StringTransport``)."""
-
-    def write(self, data: bytes) -> None:
-        """Queue bytes for the peer."""
-        ...
-
-    def loseConnection(self) -> None:  # noqa: N802 - Twisted's name
-        """Close after the queued bytes are written."""
-        ...
-
-    def getPeer(self) -> object:  # noqa: N802 - Twisted's name
-        """The peer's address."""
-        ...
 
 
 class _TimerQueue(Generic[_T]):
