@@ -1585,69 +1585,57 @@ class Connection:
         self.refresh_rate()
         sim._bound(self)
 
-    def _on_submit_sm(self, pdu: SubmitSm) -> None:
+    def _refused(self, pdu: SubmitSm | DataSm | SubmitMulti, resp: type[Pdu]) -> bool:
+        """Apply the throttle and the error-rate fault to a message request; True (and the
+        refusal sent) when it is not to be accepted."""
         stats = self.stats
-        stats.submit_sm += 1
         if self._rate and not self._take_token():
             stats.throttled += 1
-            self._send(SubmitSmResp(pdu.sequence_number, Status.ESME_RTHROTTLED))
-            return
+            self._send(resp(pdu.sequence_number, Status.ESME_RTHROTTLED))
+            return True
         sim = self.sim
         faults = sim._faults
         if faults.error_rate and sim._rng.random() < faults.error_rate:
             stats.errors += 1
-            self._respond(SubmitSmResp(pdu.sequence_number, faults.error_status))
-            return
+            self._respond(resp(pdu.sequence_number, faults.error_status))
+            return True
+        return False
+
+    def _accept(
+        self, pdu: SubmitSm | DataSm, resp: type[SubmitSmResp] | type[DataSmResp], parse: bool
+    ) -> None:
+        """Give the message an id, answer, and hand it to the handset (via reassembly when
+        ``parse``: it has a UDH or TLVs); bad user data is refused."""
         fragment = None
-        if pdu.tlvs or pdu.esm_class & ESM_UDHI:
+        if parse:
             try:
                 fragment = fragment_from_pdu(pdu)
             except ValueError:
-                stats.errors += 1
-                self._respond(SubmitSmResp(pdu.sequence_number, _bad_user_data(pdu.esm_class)))
+                self.stats.errors += 1
+                self._respond(resp(pdu.sequence_number, _bad_user_data(pdu.esm_class)))
                 return
+        sim = self.sim
         number, message_id = sim._new_id()
-        self._respond(SubmitSmResp(pdu.sequence_number, 0, message_id))
+        self._respond(resp(pdu.sequence_number, 0, message_id))
         delivered = sim._accept_mt(self, pdu, message_id, pdu.destination_addr, fragment)
         sim._set_state(number, delivered)
 
+    def _on_submit_sm(self, pdu: SubmitSm) -> None:
+        self.stats.submit_sm += 1
+        if not self._refused(pdu, SubmitSmResp):
+            self._accept(pdu, SubmitSmResp, bool(pdu.tlvs or pdu.esm_class & ESM_UDHI))
+
     def _on_data_sm(self, pdu: DataSm) -> None:
-        stats = self.stats
-        stats.data_sm += 1
-        if self._rate and not self._take_token():
-            stats.throttled += 1
-            self._send(DataSmResp(pdu.sequence_number, Status.ESME_RTHROTTLED))
-            return
-        sim = self.sim
-        faults = sim._faults
-        if faults.error_rate and sim._rng.random() < faults.error_rate:
-            stats.errors += 1
-            self._respond(DataSmResp(pdu.sequence_number, faults.error_status))
-            return
-        try:
-            fragment = fragment_from_pdu(pdu)
-        except ValueError:
-            stats.errors += 1
-            self._respond(DataSmResp(pdu.sequence_number, _bad_user_data(pdu.esm_class)))
-            return
-        number, message_id = sim._new_id()
-        self._respond(DataSmResp(pdu.sequence_number, 0, message_id))
-        delivered = sim._accept_mt(self, pdu, message_id, pdu.destination_addr, fragment)
-        sim._set_state(number, delivered)
+        self.stats.data_sm += 1
+        if not self._refused(pdu, DataSmResp):
+            self._accept(pdu, DataSmResp, True)
 
     def _on_submit_multi(self, pdu: SubmitMulti) -> None:
         stats = self.stats
         stats.submit_multi += 1
-        if self._rate and not self._take_token():
-            stats.throttled += 1
-            self._send(SubmitMultiResp(pdu.sequence_number, Status.ESME_RTHROTTLED))
+        if self._refused(pdu, SubmitMultiResp):
             return
         sim = self.sim
-        faults = sim._faults
-        if faults.error_rate and sim._rng.random() < faults.error_rate:
-            stats.errors += 1
-            self._respond(SubmitMultiResp(pdu.sequence_number, faults.error_status))
-            return
         if not pdu.dest_addresses:
             stats.errors += 1
             self._respond(SubmitMultiResp(pdu.sequence_number, Status.ESME_RINVNUMDESTS))
