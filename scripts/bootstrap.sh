@@ -15,6 +15,11 @@ if ! "$py" -m venv --help >/dev/null 2>&1 || ! "$py" -c 'import ensurepip' 2>/de
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "python${ver}-venv" || \
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
 fi
+# pyscard has no Linux wheel: it builds from source with swig and the PC/SC headers.
+if ! command -v swig >/dev/null || [ ! -e /usr/include/PCSC/winscard.h ]; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swig libpcsclite-dev
+fi
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e '.[dev]'

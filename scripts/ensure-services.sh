@@ -4,6 +4,8 @@
 #   PostgreSQL on 127.0.0.1:5432 (started as the postgres user: it refuses root)
 #   Redis on 127.0.0.1:6379
 #   Kannel (bearerbox, smsbox, and kannel-extras' drive_smpp) for the SMPP interop tests
+#   pcscd with the vpcd driver (virtual card on 127.0.0.1:35963) for the PC/SC tests
+#   SoftHSM2 for the PKCS#11 key-store tests
 set -euo pipefail
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
   echo "ensure-services: need root to run: $*" >&2; return 1; fi; }
@@ -49,4 +51,19 @@ if [ ! -x /usr/lib/kannel/test/drive_smpp ]; then
   apt_install kannel-extras || echo "ensure-services: could not install kannel-extras" >&2
 fi
 [ -x /usr/sbin/bearerbox ] && echo "ensure-services: Kannel $(dpkg-query -W -f='${Version}' kannel 2>/dev/null)"
+# --- PC/SC: pcscd + vpcd -------------------------------------------------------
+if [ ! -x /usr/sbin/pcscd ] || [ ! -e /usr/lib/pcsc/drivers/serial/libifdvpcd.so ]; then
+  apt_install pcscd vsmartcard-vpcd || echo "ensure-services: could not install pcscd/vpcd" >&2
+fi
+if [ -x /usr/sbin/pcscd ] && ! port_open 35963; then
+  as_root /usr/sbin/pcscd || true
+  for _ in $(seq 50); do port_open 35963 && break; sleep 0.1; done
+fi
+port_open 35963 && echo "ensure-services: pcscd with vpcd on 127.0.0.1:35963"
+
+# --- SoftHSM2 (PKCS#11) ---------------------------------------------------------
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
+  apt_install softhsm2 || echo "ensure-services: could not install softhsm2" >&2
+fi
+[ -e /usr/lib/softhsm/libsofthsm2.so ] && echo "ensure-services: SoftHSM2 $(dpkg-query -W -f='${Version}' softhsm2 2>/dev/null)"
 exit 0
