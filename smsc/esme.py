@@ -55,6 +55,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -105,6 +106,13 @@ from smsc.session import (
     State,
 )
 from stkpay.config import SmscConfig
+
+#: PDUs handled per slice of a received chunk before what they produced is written out.
+#: A window of responses arrives as one chunk; answering it slice by slice puts the first
+#: new submit_sm on the wire while the rest is still being handled, so the SMSC works in
+#: parallel with us instead of waiting for the whole batch (measured at window 64: about
+#: +50 % submit_sm/s, and a lower p99; see docs/benchmarks.md).
+WRITE_SLICE: Final = 16
 
 __all__ = ["BindError", "Esme"]
 
@@ -289,6 +297,7 @@ class _SmppProtocol(Protocol):
             keepalive.activity(now)
         core = self.core
         self.in_receive = True
+        handled = 0
         try:
             for event in self.session.receive_data(data):
                 if type(event) is PduReceived:
@@ -315,6 +324,9 @@ class _SmppProtocol(Protocol):
                     return
                 if self.closing:
                     break
+                handled += 1
+                if handled % WRITE_SLICE == 0:
+                    self._push_slice(now)
         finally:
             self.in_receive = False
         if not self.closing:
@@ -344,6 +356,22 @@ class _SmppProtocol(Protocol):
         data = self.session.data_to_send()
         if data and not self.lost and self.transport is not None:
             cast(Transport, self.transport).write(data)
+
+    def _push_slice(self, now: float) -> None:
+        """Mid-chunk: queue what the core allows and put it on the wire now.
+
+        Twisted only buffers a write until the reactor's next turn; a transport that is a
+        write descriptor (plain TCP) is asked to write at once, so the peer starts on this
+        slice while we handle the next. Other transports (TLS) write on the next turn.
+        """
+        self.flush(now)
+        transport = self.transport
+        if (
+            transport is not None
+            and IWriteDescriptor.providedBy(transport)
+            and transport.doWrite() is not None  # the socket failed (the reactor's turn would too)
+        ):
+            self.close(abort=True)
 
     def flush(self, now: float) -> None:
         """Send what the core allows now, write everything queued, re-arm the timer."""

@@ -60,6 +60,10 @@ def _check_text(name: str, value: str, limit: int, *, allow_empty: bool = True) 
 class OutboundMessage:
     """One message to send: ``text`` (with an optional ``encoding``) or binary ``data``.
 
+    ``user_data`` instead carries SMS user data already built, UDH included, one entry per
+    short message, sent as is with UDHI set (3GPP TS 31.115 §4 secured packets, whose
+    command-packet element travels in the first segment only: :mod:`ota.smspp` builds them).
+
     ``None`` fields take their value from the :class:`~stkpay.config.SmscConfig`:
     ``source`` (``source_addr``), the TON/NPI fields, ``registered_delivery`` and
     ``long_mode`` (``long_messages``). ``data_coding`` applies to binary data only
@@ -71,6 +75,7 @@ class OutboundMessage:
     destination: str
     text: str | None = None
     data: bytes | None = None
+    user_data: tuple[bytes, ...] | None = None
     source: str | None = None
     encoding: Encoding | None = None
     data_coding: int | None = None
@@ -89,7 +94,16 @@ class OutboundMessage:
 
     def __post_init__(self) -> None:
         text = self.text
-        if text is not None:
+        if self.user_data is not None:
+            if text is not None or self.data is not None:
+                raise ValueError("give exactly one of text, data and user_data")
+            if not 1 <= len(self.user_data) <= 255:
+                raise ValueError("user_data must hold 1 to 255 short messages")
+            if any(not 1 <= len(part) <= 140 for part in self.user_data):
+                raise ValueError("each user_data part must be 1 to 140 octets (TS 23.040)")
+            if self.encoding is not None and self.encoding is not Encoding.BINARY:
+                raise ValueError("binary data takes no text encoding")
+        elif text is not None:
             if self.data is not None:
                 raise ValueError("give exactly one of text and data")
             if self.encoding is Encoding.BINARY:
@@ -201,6 +215,9 @@ def _segments(
 ) -> list[Segment]:
     mode = msg.long_mode if msg.long_mode is not None else _LONG_MODES[config.long_messages]
     wide = mode is not LongMode.UDH8
+    if msg.user_data is not None:
+        coding = 0x04 if msg.data_coding is None else msg.data_coding
+        return [Segment(part, True, {}, coding) for part in msg.user_data]
     if msg.data is not None:
         coding = 0x04 if msg.data_coding is None else msg.data_coding
         parts = segment_binary(msg.data, mode, 0, data_coding=coding, extra_ies=msg.extra_ies)

@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from smsc.codec import HEADER, decode, encode
 from smsc.dlr import Receipt, receipt_pdu
-from smsc.esme import BindError, Esme
+from smsc.esme import WRITE_SLICE, BindError, Esme
 from smsc.message import (
     ABORTED,
     INVALID,
@@ -74,6 +76,18 @@ class CountingTransport(StringTransport):
         super().write(data)
 
 
+def drain(transport: StringTransport) -> list[Pdu]:
+    """Every PDU written to ``transport`` since the last drain."""
+    data = transport.value()
+    transport.clear()
+    pdus = []
+    while data:
+        (length, _, _, _) = HEADER.unpack_from(data)
+        pdus.append(decode(data[:length]))
+        data = data[length:]
+    return pdus
+
+
 class Peer:
     """The SMSC end of one connection, scripted by the test."""
 
@@ -85,14 +99,7 @@ class Peer:
 
     def read(self) -> list[Pdu]:
         """Every PDU the ESME wrote since the last read."""
-        data = self.transport.value()
-        self.transport.clear()
-        pdus = []
-        while data:
-            (length, _, _, _) = HEADER.unpack_from(data)
-            pdus.append(decode(data[:length]))
-            data = data[length:]
-        return pdus
+        return drain(self.transport)
 
     def feed(self, *pdus: Pdu) -> None:
         """Deliver PDUs to the ESME in one chunk."""
@@ -502,6 +509,66 @@ def test_window_and_batching() -> None:
     peer.feed(*(ok(p, str(i)) for i, p in enumerate(first)))
     assert peer.transport.writes == writes + 1
     assert [p.short_message for p in submits(peer.read())] == [b"4", b"5", b"6", b"7"]
+
+
+@implementer(IWriteDescriptor)
+class DescriptorTransport(CountingTransport):
+    """A transport that, like Twisted's TCP connections, can be told to write at once."""
+
+    def __init__(self, fail_write: bool = False) -> None:
+        super().__init__()
+        self.pushed: list[int] = []  # submit_sm PDUs buffered at each doWrite
+        self.fail_write = fail_write
+
+    def doWrite(self) -> object:
+        self.pushed.append(len(submits(drain(self))))
+        return ConnectionDone() if self.fail_write else None
+
+    def fileno(self) -> int:
+        return -1
+
+    def connectionLost(self, reason: Failure) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return "test"
+
+
+def test_large_chunk_is_answered_slice_by_slice() -> None:
+    """A chunk of many responses is handled in slices of WRITE_SLICE PDUs, and what each
+    slice released goes on the wire before the next slice is handled (the SMSC works in
+    parallel instead of waiting for the whole window)."""
+    clock, net = Clock(), Net()
+    esme, peer = start(clock, net, config(window=2 * WRITE_SLICE))
+    peer.accept_bind()
+    transport = DescriptorTransport()
+    peer.proto.transport = transport
+    peer.transport = transport
+    for n in range(4 * WRITE_SLICE):
+        esme.send(OutboundMessage("1", text=str(n)))
+    clock.advance(0.01)
+    first = submits(peer.read())
+    assert len(first) == 2 * WRITE_SLICE
+    peer.feed(*(ok(p, str(i)) for i, p in enumerate(first)))
+    assert transport.pushed == [WRITE_SLICE, WRITE_SLICE]
+
+
+def test_failed_immediate_write_closes_the_connection() -> None:
+    """A socket error on a mid-chunk write aborts the connection (the in-flight requests are
+    resent after the reconnect) instead of being ignored."""
+    clock, net = Clock(), Net()
+    esme, peer = start(clock, net, config(window=2 * WRITE_SLICE))
+    peer.accept_bind()
+    transport = DescriptorTransport(fail_write=True)
+    peer.proto.transport = transport
+    peer.transport = transport
+    for n in range(4 * WRITE_SLICE):
+        esme.send(OutboundMessage("1", text=str(n)))
+    clock.advance(0.01)
+    first = submits(peer.read())
+    peer.feed(*(ok(p, str(i)) for i, p in enumerate(first)))
+    assert transport.pushed == [WRITE_SLICE]
+    assert peer.proto.closing
 
 
 def test_one_timer_per_connection() -> None:
