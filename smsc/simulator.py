@@ -943,11 +943,20 @@ class Simulator:
         data: bytes | None = None,
         data_coding: int | None = None,
         udh: str | bytes | None = None,
+        user_data: Sequence[bytes] | None = None,
+        protocol_id: int = 0,
     ) -> tuple[str, str | None]:
         """Inject an MO from handset ``source`` to ``destination``: (message id, system_id
         it is routed to or None). See :meth:`inject_mo`."""
         result = self.inject_mo(
-            source, destination, text=text, data=data, data_coding=data_coding, udh=udh
+            source,
+            destination,
+            text=text,
+            data=data,
+            data_coding=data_coding,
+            udh=udh,
+            user_data=user_data,
+            protocol_id=protocol_id,
         )
         return result.message_id, result.system_id
 
@@ -960,21 +969,35 @@ class Simulator:
         data: bytes | None = None,
         data_coding: int | None = None,
         udh: str | bytes | None = None,
+        user_data: Sequence[bytes] | None = None,
+        protocol_id: int = 0,
     ) -> MoResult:
         """Inject an MO: ``text`` (GSM 7-bit when it fits, else UCS2, unless ``data_coding``
         says) or ``data`` (8-bit, data_coding 0x04 by default); ``udh`` holds information
         elements (hex, without the UDHL octet) put in front of the data of every part with
         UDHI set. Long messages are split with 8-bit UDH concatenation. Raises ValueError for
         a bad message (both or neither of text/data, text the coding cannot carry, too
-        long, a malformed udh)."""
-        if (text is None) == (data is None):
+        long, a malformed udh). ``user_data`` instead gives each short message's user data
+        with its UDH, sent as is with UDHI set (a card's proof of receipt, 3GPP TS 31.115
+        §4.4: TP-PID 0x7F in ``protocol_id``, data_coding 0xF6)."""
+        if user_data is not None:
+            if text is not None or data is not None or udh:
+                raise ValueError("user_data excludes text, data and udh")
+            if not 1 <= len(user_data) <= 255 or any(not 1 <= len(p) <= 140 for p in user_data):
+                raise ValueError("user_data must be 1 to 255 parts of 1 to 140 octets")
+        elif (text is None) == (data is None):
             raise ValueError("give exactly one of text and data")
+        if not 0 <= protocol_id <= 0xFF:
+            raise ValueError("protocol_id must be 0..255")
         if data_coding is not None and not 0 <= data_coding <= 0xFF:
             raise ValueError("data_coding must be 0..255")
         ies = _parse_ies(udh) if udh else ()
         reference = self._references.next(f"{source}>{destination}", wide=False)
         segments: list[Segment]
-        if text is not None:
+        if user_data is not None:
+            coding = 0x04 if data_coding is None else data_coding
+            segments = [Segment(bytes(part), True, {}, coding) for part in user_data]
+        elif text is not None:
             if data_coding is None:
                 enc = choose_encoding(text)
                 segments = segment_text(text, enc, LongMode.UDH8, reference, extra_ies=ies)
@@ -1015,6 +1038,7 @@ class Simulator:
                     dest_addr_npi=1,
                     destination_addr=destination,
                     esm_class=ESM_UDHI if segment.udhi else 0,
+                    protocol_id=protocol_id,
                     data_coding=segment.data_coding,
                     short_message=segment.short_message,
                     tlvs=dict(segment.tlvs),

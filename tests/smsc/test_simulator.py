@@ -636,6 +636,36 @@ def test_binary_mo_with_udh_sets_udhi() -> None:
     assert pdu.short_message == b"\x02\x71\x00\x01\x02\x03"
 
 
+def test_mo_user_data_is_sent_as_is() -> None:
+    """Pre-built user data (a card's PoR in SMS-SUBMIT, TS 31.115 §4.4) reaches the ESME
+    untouched, one deliver_sm per part, with UDHI, TP-PID 0x7F and data_coding 0xF6."""
+    sim, _ = make_sim()
+    esme = FakeEsme(sim)
+    esme.bind()
+    parts = (b"\x05\x00\x03\x07\x02\x01" + b"a" * 10, b"\x05\x00\x03\x07\x02\x02b")
+    sim.submit_mo(PHONE, SHORT_CODE, user_data=parts, protocol_id=0x7F, data_coding=0xF6)
+    pdus = esme.ack_all()
+    assert [p.short_message for p in pdus] == list(parts)
+    assert {(p.esm_class, p.protocol_id, p.data_coding) for p in pdus} == {(ESM_UDHI, 0x7F, 0xF6)}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"user_data": (b"x",), "text": "x"},
+        {"user_data": (b"x",), "udh": "7100"},
+        {"user_data": ()},
+        {"user_data": (b"x" * 141,)},
+        {"text": "x", "protocol_id": 256},
+    ],
+)
+def test_bad_mo_user_data_raises_value_error(kwargs: dict[str, Any]) -> None:
+    """user_data excludes the other content forms and must fit short messages."""
+    sim, _ = make_sim()
+    with pytest.raises(ValueError):
+        sim.inject_mo(PHONE, SHORT_CODE, **kwargs)
+
+
 def test_bad_mo_raises_value_error() -> None:
     """Both text and data, neither, or text a coding cannot carry is a ValueError."""
     sim, _ = make_sim()
