@@ -167,12 +167,21 @@ class LedgerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OtaConfig:
+    """``[ota]``: card keys and the sending counters (ETSI TS 102 225 §5.1.1 CNTR)."""
+
+    key_file: str = _opt("var/stkpay-keys.json", doc="master keys; overridden by STKPAY_KEY_FILE")
+    counter_url: str = _opt("sqlite:///var/stkpay-ota.db", doc="SQLite path or PostgreSQL URL")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole file."""
 
     smsc: SmscConfig = field(default_factory=SmscConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    ota: OtaConfig = field(default_factory=OtaConfig)
 
 
 _T = TypeVar("_T")
