@@ -1,0 +1,1 @@
+"""Tests of the virtual phone and RF-SIM card model (simcard/)."""
