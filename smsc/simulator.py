@@ -121,6 +121,7 @@ from smsc.udh import InformationElement, split_udh
 
 __all__ = [
     "MESSAGE_ID_FORMATS",
+    "TAG_DELIVER_REPORT_OF",
     "BindStats",
     "BindType",
     "Clock",
@@ -143,6 +144,12 @@ _T = TypeVar("_T")
 server_from_string: Callable[..., Any] = endpoints.serverFromString
 
 MESSAGE_ID_FORMATS: Final = ("dec", "hex", "hex-upper")
+
+#: Simulator extension (a vendor-specific TLV, SMPP 3.4 §5.3.2: 0x1400-0x3FFF): on an MO that
+#: carries a handset's SMS-DELIVER-REPORT user data (a card's PoR when the SPI asks for it by
+#: deliver report, 3GPP TS 31.115 §4.4), the message id of the MT it answers, C-Octet String.
+#: A real SMSC gives an ESME no deliver-report user data (SMPP 3.4 has no field for it).
+TAG_DELIVER_REPORT_OF: Final = 0x1401
 
 #: sc_interface_version (§5.3.2.25) sent in every successful bind_*_resp: SMPP 3.4.
 _INTERFACE_VERSION: Final = b"\x34"
@@ -945,6 +952,7 @@ class Simulator:
         udh: str | bytes | None = None,
         user_data: Sequence[bytes] | None = None,
         protocol_id: int = 0,
+        tlvs: Mapping[int, bytes] | None = None,
     ) -> tuple[str, str | None]:
         """Inject an MO from handset ``source`` to ``destination``: (message id, system_id
         it is routed to or None). See :meth:`inject_mo`."""
@@ -957,6 +965,7 @@ class Simulator:
             udh=udh,
             user_data=user_data,
             protocol_id=protocol_id,
+            tlvs=tlvs,
         )
         return result.message_id, result.system_id
 
@@ -971,6 +980,7 @@ class Simulator:
         udh: str | bytes | None = None,
         user_data: Sequence[bytes] | None = None,
         protocol_id: int = 0,
+        tlvs: Mapping[int, bytes] | None = None,
     ) -> MoResult:
         """Inject an MO: ``text`` (GSM 7-bit when it fits, else UCS2, unless ``data_coding``
         says) or ``data`` (8-bit, data_coding 0x04 by default); ``udh`` holds information
@@ -979,7 +989,8 @@ class Simulator:
         a bad message (both or neither of text/data, text the coding cannot carry, too
         long, a malformed udh). ``user_data`` instead gives each short message's user data
         with its UDH, sent as is with UDHI set (a card's proof of receipt, 3GPP TS 31.115
-        §4.4: TP-PID 0x7F in ``protocol_id``, data_coding 0xF6)."""
+        §4.4: TP-PID 0x7F in ``protocol_id``, data_coding 0xF6). ``tlvs`` are added to every
+        deliver_sm (e.g. :data:`TAG_DELIVER_REPORT_OF`)."""
         if user_data is not None:
             if text is not None or data is not None or udh:
                 raise ValueError("user_data excludes text, data and udh")
@@ -1041,7 +1052,7 @@ class Simulator:
                     protocol_id=protocol_id,
                     data_coding=segment.data_coding,
                     short_message=segment.short_message,
-                    tlvs=dict(segment.tlvs),
+                    tlvs={**segment.tlvs, **tlvs} if tlvs else dict(segment.tlvs),
                 ),
                 receipt=False,
                 group=message_id,

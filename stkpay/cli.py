@@ -39,9 +39,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every command group registered."""
     from stkpay import (  # noqa: PLC0415 - lazy
+        cmd_card,
         cmd_config,
         cmd_demo,
+        cmd_keys,
         cmd_ledger,
+        cmd_ota,
         cmd_sim,
         cmd_smpp,
         cmd_wallet,
@@ -51,7 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"stkpay {__version__}")
     parser.add_argument("--config", metavar="FILE", help="stkpay.toml (default: $STKPAY_CONFIG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (cmd_config, cmd_sim, cmd_smpp, cmd_demo, cmd_wallet, cmd_ledger):
+    for module in (
+        cmd_config,
+        cmd_sim,
+        cmd_smpp,
+        cmd_demo,
+        cmd_wallet,
+        cmd_ledger,
+        cmd_ota,
+        cmd_keys,
+        cmd_card,
+    ):
         module.register(sub)
     return parser
 

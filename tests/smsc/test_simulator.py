@@ -58,6 +58,7 @@ from smsc.pdu import (
 from smsc.reassembly import Reassembler, fragment_from_pdu
 from smsc.segment import LongMode, segment_text
 from smsc.simulator import (
+    TAG_DELIVER_REPORT_OF,
     Faults,
     Simulator,
     SmppServerFactory,
@@ -647,6 +648,17 @@ def test_mo_user_data_is_sent_as_is() -> None:
     pdus = esme.ack_all()
     assert [p.short_message for p in pdus] == list(parts)
     assert {(p.esm_class, p.protocol_id, p.data_coding) for p in pdus} == {(ESM_UDHI, 0x7F, 0xF6)}
+
+
+def test_mo_extension_tlvs_ride_on_every_part() -> None:
+    """The deliver-report extension: the MT's message id in the vendor TLV of the MO."""
+    sim, _ = make_sim()
+    esme = FakeEsme(sim)
+    esme.bind()
+    tag = TAG_DELIVER_REPORT_OF
+    sim.submit_mo(PHONE, SHORT_CODE, user_data=(b"\x02\x71\x00\x01",), tlvs={tag: b"42\0"})
+    (pdu,) = esme.ack_all()
+    assert pdu.tlvs[tag] == b"42\0"
 
 
 @pytest.mark.parametrize(

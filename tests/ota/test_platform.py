@@ -1,0 +1,145 @@
+"""The platform's OTA side (ota/platform.py): command packets secured with each card's own
+keys and a persisted counter, and PoRs matched, verified and decoded (TS 102 225 §5,
+TS 31.115 §4, TS 102 226 §5.1.2)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from ota.apdu import CommandApdu, ResponseApdu
+from ota.counters import open_counter_store
+from ota.errors import BadChecksum, MalformedPacket, OtaError, ResponseStatus
+from ota.keystore import FileKeyStore, generate_keyset
+from ota.platform import OtaPlatform, UnmatchedPor
+from ota.remote_apdu import build_compact_response, split_compact
+from ota.secured_packet import Keys, decode_command, encode_response
+from ota.smspp import parse_command_user_data, response_user_data
+
+ICCID_A = "8986001234567890123"
+ICCID_B = "8986001234567890131"
+TAR = bytes.fromhex("B00001")
+SELECT_MF = CommandApdu(0x00, 0xA4, 0x00, 0x0C, bytes.fromhex("3F00"))
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> OtaPlatform:
+    store = FileKeyStore(tmp_path / "keys.json")
+    generate_keyset(store, "ota", 1)
+    counters = open_counter_store(f"sqlite:///{tmp_path / 'counters.db'}")
+    ticks = itertools.count()
+    return OtaPlatform(store, counters, clock=lambda: float(next(ticks)))
+
+
+def card_keys(platform: OtaPlatform, iccid: str) -> Keys:
+    pair = platform._keystore.card_keys(iccid, "ota").ota_keys()
+    return Keys(kic=pair.kic, kid=pair.kid)
+
+
+def answer(platform: OtaPlatform, iccid: str, packet: bytes, *, keys: Keys | None = None) -> bytes:
+    """What the card sends back: a PoR OK with one executed command, SW 9000."""
+    keys = keys or card_keys(platform, iccid)
+    cmd = decode_command(packet, card_keys(platform, iccid))
+    return response_user_data(
+        encode_response(
+            spi=cmd.spi,
+            kic=cmd.kic,
+            kid=cmd.kid,
+            tar=cmd.tar,
+            counter=cmd.counter,
+            status=ResponseStatus.POR_OK,
+            data=build_compact_response(1, ResponseApdu(b"", 0x9000)),
+            keys=keys,
+        )
+    )
+
+
+def test_each_card_gets_its_own_keys_and_increasing_counters(platform: OtaPlatform) -> None:
+    """One card, one key: a packet for card A does not verify with card B's keys; counters
+    rise per card; the user data reassembles to the packet and the APDUs come back."""
+    a1 = platform.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF])
+    a2 = platform.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF])
+    b1 = platform.command(iccid=ICCID_B, msisdn="2", tar=TAR, apdus=[SELECT_MF])
+    assert (a1.pending.counter, a2.pending.counter, b1.pending.counter) == (1, 2, 1)
+    assert parse_command_user_data(a1.user_data) == a1.packet
+    cmd = decode_command(a1.packet, card_keys(platform, ICCID_A))
+    assert split_compact(cmd.data) == [SELECT_MF]
+    with pytest.raises(BadChecksum):
+        decode_command(a1.packet, card_keys(platform, ICCID_B))
+    secret = card_keys(platform, ICCID_A)
+    for shown in (repr(a1), repr(a1.pending), repr(platform)):
+        assert secret.kic.hex() not in shown and secret.kid.hex() not in shown
+
+
+def test_por_is_matched_verified_and_decoded(platform: OtaPlatform) -> None:
+    """A PoR answers its command (found by MSISDN, TAR and the counter under the ciphering),
+    out of order, and each is consumed once."""
+    first = platform.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF])
+    second = platform.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF])
+    assert platform.pending == 2
+    result = platform.receive_por("1", answer(platform, ICCID_A, first.packet))
+    assert result.command.counter == first.pending.counter and result.ok
+    assert result.response is not None and result.response.executed == 1
+    result = platform.receive_por("1", answer(platform, ICCID_A, second.packet))
+    assert result.command.counter == second.pending.counter
+    assert platform.pending == 0
+    with pytest.raises(UnmatchedPor):
+        platform.receive_por("1", answer(platform, ICCID_A, first.packet))
+
+
+def test_forged_or_stray_por_is_refused_and_the_command_stays(platform: OtaPlatform) -> None:
+    """A PoR from another number, under other keys, or malformed is refused; the genuine
+    PoR still matches afterwards."""
+    out = platform.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF])
+    genuine = answer(platform, ICCID_A, out.packet)
+    with pytest.raises(UnmatchedPor):
+        platform.receive_por("2", genuine)
+    forged = answer(platform, ICCID_A, out.packet, keys=card_keys(platform, ICCID_B))
+    with pytest.raises(BadChecksum):
+        platform.receive_por("1", forged)
+    with pytest.raises(MalformedPacket):
+        platform.receive_por("1", b"\x02\x71\x00\x00")
+    tampered = bytearray(genuine)
+    tampered[-1] ^= 1
+    with pytest.raises(OtaError):  # a bad checksum, or padding that no longer adds up
+        platform.receive_por("1", bytes(tampered))
+    assert platform.pending == 1
+    assert platform.receive_por("1", genuine).ok
+
+
+def test_pending_commands_are_bounded_and_expire(tmp_path: Path) -> None:
+    """The table of commands awaiting a PoR is bounded (oldest evicted, counted) and
+    ``expire`` hands back those older than a time."""
+    store = FileKeyStore(tmp_path / "keys.json")
+    generate_keyset(store, "ota", 1)
+    now = [0.0]
+    platform = OtaPlatform(
+        store,
+        open_counter_store("sqlite://:memory:"),
+        clock=lambda: now[0],
+        max_pending=3,
+    )
+    for t in range(5):
+        now[0] = float(t)
+        platform.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF])
+    assert platform.pending == 3 and platform.evicted == 2
+    gone = platform.expire(older_than=4.0)
+    assert [p.counter for p in gone] == [3, 4]
+    assert platform.pending == 1
+
+
+def test_counter_survives_a_restart(tmp_path: Path) -> None:
+    """A new platform on the same counter store never reuses a counter."""
+    store = FileKeyStore(tmp_path / "keys.json")
+    generate_keyset(store, "ota", 1)
+    url = f"sqlite:///{tmp_path / 'counters.db'}"
+    first = OtaPlatform(store, open_counter_store(url), clock=lambda: 0.0)
+    used = [
+        first.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF]).pending.counter
+        for _ in range(3)
+    ]
+    second = OtaPlatform(store, open_counter_store(url), clock=lambda: 0.0)
+    after = second.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF])
+    assert after.pending.counter > max(used)
