@@ -27,6 +27,7 @@ from ota.counters import CounterStore
 from ota.errors import MalformedPacket, OtaError, ResponseStatus
 from ota.keys import KeyAlgorithm
 from ota.keystore import KeyStore
+from ota.pboc import COMPACT_P3
 from ota.remote_apdu import RemoteApduError, RemoteResponse, build_compact, parse_compact_response
 from ota.secured_packet import (
     ChecksumAlgorithm,
@@ -194,7 +195,7 @@ class OtaPlatform:
     ) -> OutgoingCommand:
         """Secure ``apdus`` (a compact remote command, TS 102 226 §5.1.1) for the card
         ``iccid`` at ``msisdn``: the counter is persisted before this returns."""
-        data = build_compact(apdus)
+        data = build_compact(apdus, overrides=COMPACT_P3)
         version, keys = self._card_keys(iccid)
         profile = self.profile
         kic, kid = profile.kic(version), profile.kid(version)

@@ -13,7 +13,8 @@ response packet a card sends for it (:func:`ota.secured_packet.response_for_erro
 6. the counter is judged against the one the card holds for that key set (02 / 03 / 04),
    and stored. A packet failing 1-5 never moves the counter.
 
-The secured data is a compact remote command (TS 102 226 §5.1.1): its C-APDUs run in order on
+The secured data is a compact remote command (TS 102 226 §5.1.1; the purse's instructions
+are known to the splitter, :data:`ota.pboc.COMPACT_P3`): its C-APDUs run in order on
 the card until one ends with a status word other than '90 00', '91 XX', '92 XX' or '61 XX';
 the PoR carries the compact response (§5.1.2): the number executed and the last R-APDU
 (its data dropped, the status word kept, when the PoR would not fit one short message).
@@ -36,6 +37,7 @@ from ota.errors import (
     ResponseStatus,
     UnknownTar,
 )
+from ota.pboc import COMPACT_P3
 from ota.remote_apdu import RemoteApduError, build_compact_response, split_compact
 from ota.secured_packet import (
     CommandHeader,
@@ -192,7 +194,7 @@ class OtaEndpoint:
         """Run a compact remote command; a script that cannot be split runs nothing and is
         answered with the card's '6700' (wrong length) for the first command."""
         try:
-            apdus = split_compact(data)
+            apdus = split_compact(data, overrides=COMPACT_P3)
         except RemoteApduError:
             return 0, ResponseApdu(b"", 0x6700)
         executed = 0
