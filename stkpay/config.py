@@ -175,6 +175,64 @@ class OtaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CalibrationConfig:
+    """``[calibration]``: the RF model every part agrees on (issue 6, docs/calibration.md)."""
+
+    threshold_dbm: float = _opt(-60.0, doc="T: the reader accepts RSSI >= T")
+    p_min_dbm: float = _opt(-20.0, doc="lowest card transmit level")
+    p_max_dbm: float = _opt(10.0, doc="highest card transmit level")
+    p_step_db: float = _opt(0.5, doc="transmit level step")
+    a_min_db: float = _opt(0.0, doc="least handset shielding")
+    a_max_db: float = _opt(30.0, doc="most handset shielding")
+    spread_db: float = _opt(1.0, doc="phones of a model within +- this of its A")
+    loss_at_1cm_db: float = _opt(30.0, doc="L(1 cm)")
+    loss_per_decade_db: float = _opt(25.0, doc="L(d) slope per decade of distance")
+    d_min_cm: float = _opt(0.5, doc="shortest distance the model covers")
+    d_max_cm: float = _opt(50.0, doc="longest distance the model covers")
+    payment_band_cm: tuple[float, ...] = _opt((3.0, 5.0), doc="payment distance band")
+    door_band_cm: tuple[float, ...] = _opt((6.0, 10.0), doc="door-access distance band")
+    instrument_distances_cm: tuple[float, ...] = _opt((2.0, 4.0, 6.0, 8.0))
+    instrument_level_dbm: float = _opt(0.0, doc="card level while the instrument measures")
+    instrument_noise_sd_db: float = _opt(0.7, doc="simulated instrument reading noise")
+    learn_count: int = _opt(3, doc="instrument results that teach a TAC its A")
+    learn_tolerance_db: float = _opt(1.0, doc="they agree when all lie within this of the mean")
+
+    def rf_model(self) -> Any:
+        """The :class:`calibration.rf.RfModel` these constants describe (ConfigError if the
+        constants are inconsistent)."""
+        from decimal import Decimal  # noqa: PLC0415 - keeps config import light
+
+        from calibration.rf import Band, BandKind, RfError, RfModel  # noqa: PLC0415
+
+        def dec(value: float) -> Decimal:
+            return Decimal(str(value))
+
+        def band(kind: BandKind, values: tuple[float, ...], key: str) -> Band:
+            if len(values) != 2:
+                raise ConfigError(f"calibration.{key} must be [low, high] in cm")
+            return Band(kind, dec(values[0]), dec(values[1]))
+
+        try:
+            return RfModel(
+                threshold_dbm=dec(self.threshold_dbm),
+                p_min_dbm=dec(self.p_min_dbm),
+                p_max_dbm=dec(self.p_max_dbm),
+                p_step_db=dec(self.p_step_db),
+                a_min_db=dec(self.a_min_db),
+                a_max_db=dec(self.a_max_db),
+                spread_db=dec(self.spread_db),
+                loss_at_1cm_db=dec(self.loss_at_1cm_db),
+                loss_per_decade_db=dec(self.loss_per_decade_db),
+                d_min_cm=dec(self.d_min_cm),
+                d_max_cm=dec(self.d_max_cm),
+                payment=band(BandKind.PAYMENT, self.payment_band_cm, "payment_band_cm"),
+                door=band(BandKind.DOOR, self.door_band_cm, "door_band_cm"),
+            )
+        except RfError as exc:
+            raise ConfigError(f"calibration: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole file."""
 
@@ -182,6 +240,7 @@ class Config:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     ota: OtaConfig = field(default_factory=OtaConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
 
 _T = TypeVar("_T")

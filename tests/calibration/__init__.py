@@ -1,0 +1,1 @@
+"""Tests of calibration/: the RF model, the calibration file, the handset table, the instrument."""
