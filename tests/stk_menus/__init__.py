@@ -1,1 +1,1 @@
-"""Tests of stk_menus/: the CAT codec, alpha identifiers, the menu tree, replies, the wallet MO format."""
+"""Tests of stk_menus/: CAT codec, alpha identifiers, menu tree, replies, wallet MO."""
