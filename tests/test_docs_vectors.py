@@ -51,6 +51,7 @@ from smsc.udh import (
     find_ports,
     split_udh,
 )
+from tests.docvectors import doc_vectors, parse_hex
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "smpp.md"
 
@@ -295,28 +296,6 @@ VECTORS: dict[str, Vector] = {
 }
 
 # -- reading the document -------------------------------------------------------------------
-
-_FENCE = re.compile(r"^```(?P<info>[^\n]*)\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
-_VECTOR_INFO = re.compile(r"hex\s+vector=(?P<name>[A-Za-z0-9_]+)\s*$")
-
-
-def parse_hex(body: str) -> bytes:
-    """The octets of a vector block: on each line, the hex digits before any ``#``."""
-    digits = "".join("".join(line.split("#", 1)[0].split()) for line in body.splitlines())
-    return bytes.fromhex(digits)
-
-
-def doc_vectors(text: str) -> dict[str, bytes]:
-    """``{name: octets}`` for every ``hex vector=NAME`` block; a repeated name is an error."""
-    found: dict[str, bytes] = {}
-    for fence in _FENCE.finditer(text):
-        info = _VECTOR_INFO.fullmatch(fence.group("info").strip())
-        if info is None:
-            continue
-        name = info.group("name")
-        assert name not in found, f"vector {name!r} appears twice in {DOC.name}"
-        found[name] = parse_hex(fence.group("body"))
-    return found
 
 
 def checked_table(text: str, name: str) -> list[list[str]]:

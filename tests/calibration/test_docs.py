@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from calibration.imei import parse_imei
 from calibration.profile import CalibrationRecord, Method, decode, encode
 from calibration.rf import DEFAULT_MODEL, BandKind, Level, Refusal, compute_profile
+from tests.docvectors import doc_vectors
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "calibration.md"
 WORKED_A = ["0.0", "10.0", "20.0", "27.0", "29.0"]
@@ -95,11 +95,10 @@ def test_worked_example_row_matches_the_code(a_text: str) -> None:
 
 
 def hex_vector(name: str) -> bytes:
-    """The octets of the fenced block ``hex vector=name`` (hex before ``#`` on each line)."""
-    match = re.search(rf"```hex vector={re.escape(name)}\n(.*?)```", doc_text(), re.S)
-    assert match, f"no hex vector {name} in {DOC}"
-    digits = "".join(line.split("#", 1)[0] for line in match.group(1).splitlines())
-    return bytes.fromhex(digits.replace(" ", ""))
+    """The octets of the fenced block ``hex vector=name``."""
+    vectors = doc_vectors(doc_text())
+    assert name in vectors, f"no hex vector {name} in {DOC}"
+    return vectors[name]
 
 
 def test_sms_record_vector_matches_the_encoder() -> None:

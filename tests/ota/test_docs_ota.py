@@ -47,6 +47,7 @@ from ota.smspp import (
     response_user_data,
 )
 from smsc.udh import split_udh
+from tests.docvectors import doc_vectors, hex_lines
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ota.md"
 
@@ -228,21 +229,12 @@ VECTORS: dict[str, tuple[Callable[[], bytes], Callable[[bytes], None]]] = {
 
 # -- reading the document ----------------------------------------------------------------------
 
-_BLOCK = re.compile(r"^```hex vector=(\S+)\n(.*?)^```", re.M | re.S)
-
 
 def _doc_vectors() -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    for match in _BLOCK.finditer(DOC.read_text(encoding="utf-8")):
-        name, body = match.group(1), match.group(2)
-        digits = "".join(line.split("#", 1)[0] for line in body.splitlines())
-        assert name not in found, f"vector {name} appears twice in {DOC.name}"
-        found[name] = bytes.fromhex(digits)
-    return found
+    return doc_vectors(DOC)
 
 
-def _hex_lines(data: bytes) -> str:
-    return "\n".join(data[i : i + 16].hex(" ").upper() for i in range(0, len(data), 16))
+_hex_lines = hex_lines
 
 
 def test_doc_has_exactly_the_vectors_we_build() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 
 from ota.apdu import CommandApdu
 from ota.counters import open_counter_store
@@ -41,6 +41,7 @@ from smsc.reassembly import Message
 from smsc.udh import IEI_RESPONSE_PACKET, build_udh
 from stkpay.config import Secret, SmscConfig
 from tests.smsc.conftest import SimHandle, start_simulator, stop_simulator
+from tests.smsc.test_esme_tcp import until
 
 ICCID = "8986001234567890123"
 MSISDN = "8613912345678"
@@ -50,15 +51,6 @@ TAR_RFM = bytes.fromhex("B00001")
 def select_path(path: str) -> list[CommandApdu]:
     """SELECT by FID along ``path`` (``3F00/7F50/6F60``), no response data."""
     return [CommandApdu(0x00, 0xA4, 0x00, 0x0C, bytes.fromhex(fid)) for fid in path.split("/")]
-
-
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Let the reactor run until ``condition()`` holds, failing after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await task.deferLater(reactor, 0.005, lambda: None)
 
 
 class Rig:

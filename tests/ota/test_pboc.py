@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +67,7 @@ from ota.pboc import (
 from ota.remote_apdu import build_compact, build_compact_response, split_compact
 from simcard.card import VirtualCard
 from simcard.purse import Purse
+from tests.docvectors import doc_vectors, hex_lines
 
 H = bytes.fromhex
 
@@ -766,21 +766,11 @@ def walk_through() -> dict[str, bytes]:
     return out
 
 
-_BLOCK_RE = re.compile(r"^[ ]*```hex vector=(\S+)\n(.*?)^[ ]*```", re.M | re.S)
-
-
 def _doc_vectors() -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    for match in _BLOCK_RE.finditer(DOC.read_text(encoding="utf-8")):
-        name, body = match.group(1), match.group(2)
-        digits = "".join(line.split("#", 1)[0] for line in body.splitlines())
-        assert name not in found, f"vector {name} appears twice in {DOC.name}"
-        found[name] = bytes.fromhex(digits)
-    return found
+    return doc_vectors(DOC)
 
 
-def _hex_lines(data: bytes) -> str:
-    return "\n".join(data[i : i + 16].hex(" ").upper() for i in range(0, len(data), 16))
+_hex_lines = hex_lines
 
 
 @pytest.fixture(scope="module")

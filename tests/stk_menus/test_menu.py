@@ -4,7 +4,6 @@ docs/stk.md, whose worked example is rebuilt from the code octet for octet."""
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from stk_menus.cat import (
     terminal_response,
 )
 from stk_menus.menu import Action, InputKind, MenuError, MenuTree
+from tests.docvectors import doc_vectors, hex_lines
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "stk.md"
 TOPUP = "我的手机钱包/充值"
@@ -300,20 +300,11 @@ def _example() -> dict[str, bytes]:
     }
 
 
-_BLOCK = re.compile(r"^```hex vector=(\S+)\n(.*?)^```", re.M | re.S)
-
-
 def _doc_vectors() -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    for match in _BLOCK.finditer(DOC.read_text(encoding="utf-8")):
-        name, body = match.group(1), match.group(2)
-        assert name not in found, f"vector {name} appears twice in {DOC.name}"
-        found[name] = bytes.fromhex("".join(line.split("#", 1)[0] for line in body.splitlines()))
-    return found
+    return doc_vectors(DOC)
 
 
-def _hex_lines(data: bytes) -> str:
-    return "\n".join(data[i : i + 16].hex(" ").upper() for i in range(0, len(data), 16))
+_hex_lines = hex_lines
 
 
 def test_doc_has_exactly_the_example_vectors() -> None:

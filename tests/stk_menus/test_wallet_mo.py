@@ -4,7 +4,6 @@ blocks (ISO 9564-1 format 2), and the vectors of docs/protocol.md rebuilt from t
 from __future__ import annotations
 
 import contextlib
-import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from stk_menus.wallet_mo import (
     pin_block,
     pin_from_block,
 )
+from tests.docvectors import doc_vectors
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -153,15 +153,10 @@ VECTORS = {
         0
     ],
 }
-_BLOCK = re.compile(r"^```hex vector=(\S+)\n(.*?)^```", re.M | re.S)
 
 
 def _doc_vectors() -> dict[str, bytes]:
-    found = {}
-    for match in _BLOCK.finditer(DOC.read_text(encoding="utf-8")):
-        digits = "".join(line.split("#", 1)[0] for line in match.group(2).splitlines())
-        found[match.group(1)] = bytes.fromhex(digits)
-    return found
+    return doc_vectors(DOC)
 
 
 def test_doc_has_exactly_our_vectors() -> None:
