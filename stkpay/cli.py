@@ -39,6 +39,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every command group registered."""
     from stkpay import (  # noqa: PLC0415 - lazy
+        cmd_calibration,
         cmd_card,
         cmd_config,
         cmd_demo,
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_ota,
         cmd_keys,
         cmd_card,
+        cmd_calibration,
     ):
         module.register(sub)
     return parser

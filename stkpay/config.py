@@ -176,7 +176,12 @@ class OtaConfig:
 
 @dataclass(frozen=True, slots=True)
 class CalibrationConfig:
-    """``[calibration]``: the RF model every part agrees on (issue 6, docs/calibration.md)."""
+    """``[calibration]``: the RF model every part agrees on (issue 6, docs/calibration.md),
+    and where the handset table and the cards' calibration records live."""
+
+    url: str = _opt(
+        "sqlite:///var/stkpay-calibration.db", doc="overridden by STKPAY_CALIBRATION_URL"
+    )
 
     threshold_dbm: float = _opt(-60.0, doc="T: the reader accepts RSSI >= T")
     p_min_dbm: float = _opt(-20.0, doc="lowest card transmit level")
