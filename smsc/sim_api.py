@@ -6,7 +6,12 @@ Used by the tests, the demo, the virtual phones and operators' integration tests
   "hex": "...", "data_coding": 4, "udh": "7000"}`` injects an MO (SMPP 3.4 §4.6.1
   deliver_sm to the ESME serving the short code; long ones split with TS 23.040
   §9.2.3.24.1 concatenation; ``udh`` holds information elements, without the UDHL octet,
-  put in every part). Answers ``{"message_id", "esme", "queued", "parts"}``.
+  put in every part). Answers ``{"message_id", "esme", "queued", "parts"}``. A card's
+  secured MO or PoR comes as ``{"from", "to", "user_data": [HEX, ...], "protocol_id": 127,
+  "data_coding": 246}``: each short message's user data with its UDH (3GPP TS 31.115 §4.2,
+  §4.4), sent as is with UDHI set and that TP-PID (``Simulator.inject_mo(user_data=...,
+  protocol_id=...)``); ``user_data`` excludes ``text``, ``hex`` and ``udh``; ``protocol_id``
+  (0..255, default 0) applies to any MO.
 * ``GET /mt?to=MSISDN[&after=CURSOR]``: messages delivered to that handset's mailbox,
   reassembled, each with its parts' SMPP fields (§4.4.1 submit_sm), oldest first, and the
   cursor to pass as ``after`` next time.
@@ -126,6 +131,23 @@ def _hex(body: dict[str, Any], key: str) -> bytes | None:
         raise ApiError(400, f"{key!r} is not valid hex") from None
 
 
+def _user_data(body: dict[str, Any]) -> list[bytes] | None:
+    value = body.get("user_data")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or len(value) > 255:
+        raise ApiError(400, "'user_data' must be a list of 1 to 255 hex strings")
+    parts = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ApiError(400, "'user_data' must be a list of hex strings")
+        try:
+            parts.append(bytes.fromhex(item))
+        except ValueError:
+            raise ApiError(400, "'user_data' holds invalid hex") from None
+    return parts
+
+
 class SimulatorApi(Resource):
     """The whole API as one leaf resource dispatching on method and path."""
 
@@ -243,7 +265,16 @@ class SimulatorApi(Resource):
 
     def _post_mo(self, request: Request) -> dict[str, Any]:
         body = self._body(request)
-        unknown = set(body) - {"from", "to", "text", "hex", "data_coding", "udh"}
+        unknown = set(body) - {
+            "from",
+            "to",
+            "text",
+            "hex",
+            "data_coding",
+            "udh",
+            "user_data",
+            "protocol_id",
+        }
         if unknown:
             raise ApiError(400, f"unknown field {sorted(unknown)[0][:40]!r}")
         source = _address(body, "from")
@@ -252,8 +283,19 @@ class SimulatorApi(Resource):
         if text is not None and not isinstance(text, str):
             raise ApiError(400, "'text' must be a string")
         data = _hex(body, "hex")
-        if (text is None) == (data is None):
-            raise ApiError(400, "give exactly one of 'text' and 'hex'")
+        user_data = _user_data(body)
+        if user_data is not None:
+            if text is not None or data is not None or body.get("udh") is not None:
+                raise ApiError(400, "'user_data' excludes 'text', 'hex' and 'udh'")
+        elif (text is None) == (data is None):
+            raise ApiError(400, "give exactly one of 'text', 'hex' and 'user_data'")
+        protocol_id = body.get("protocol_id", 0)
+        if (
+            isinstance(protocol_id, bool)
+            or not isinstance(protocol_id, int)
+            or not 0 <= protocol_id <= 0xFF
+        ):
+            raise ApiError(400, "'protocol_id' must be an integer 0..255")
         data_coding = body.get("data_coding")
         if data_coding is not None and (
             isinstance(data_coding, bool)
@@ -264,7 +306,14 @@ class SimulatorApi(Resource):
         udh = _hex(body, "udh")
         try:
             result = self.simulator.inject_mo(
-                source, destination, text=text, data=data, data_coding=data_coding, udh=udh
+                source,
+                destination,
+                text=text,
+                data=data,
+                data_coding=data_coding,
+                udh=udh,
+                user_data=user_data,
+                protocol_id=protocol_id,
             )
         except ValueError as exc:
             raise ApiError(400, f"cannot send this message: {exc}") from None

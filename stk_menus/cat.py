@@ -1448,7 +1448,7 @@ class TerminalResponse:
 
     details: CommandDetails
     result: Result
-    text: TextString | None = None
+    text: TextString | None = field(default=None, repr=False)  # may be a PIN
     item: ItemIdentifier | None = None
     duration: Duration | None = None
     devices: DeviceIdentities = field(

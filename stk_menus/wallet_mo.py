@@ -44,6 +44,7 @@ from typing import Final
 __all__ = [
     "FORMAT_VERSION",
     "PLATFORM_TAR",
+    "WALLET_TAR",
     "Action",
     "Balance",
     "Calibration",
@@ -62,6 +63,9 @@ __all__ = [
 FORMAT_VERSION: Final = 0x01
 #: The platform's TAR for wallet MO (an operator-chosen value, ASCII "WLT").
 PLATFORM_TAR: Final = b"WLT"
+#: The wallet applet's TAR on the card, for the platform's OTA commands to it (CREDIT FOR
+#: LOAD; ASCII "WLA").
+WALLET_TAR: Final = b"WLA"
 
 
 class WalletMoError(ValueError):

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_keys,
         cmd_ledger,
         cmd_ota,
+        cmd_phone,
         cmd_sim,
         cmd_smpp,
         cmd_wallet,
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_keys,
         cmd_card,
         cmd_calibration,
+        cmd_phone,
     ):
         module.register(sub)
     return parser

@@ -291,3 +291,55 @@ async def test_service_reports_a_port_it_cannot_listen_on(smsc_sim: SimHandle) -
     with pytest.raises(CannotListenError):
         await service.when_listening()
     await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_post_mo_user_data_with_protocol_id(smsc_sim: SimHandle) -> None:
+    """user_data parts (UDH included) + protocol_id + data_coding: one deliver_sm per part,
+    UDHI set, the octets as given, the TP-PID and data coding carried."""
+    esme = FakeEsme(smsc_sim.simulator)
+    esme.bind(BindReceiver, smsc_sim.system_id, smsc_sim.password)
+    parts = ["0500035a0201" + "11" * 10, "0500035a0202" + "22" * 4]
+    code, body = await http(
+        "POST",
+        smsc_sim.api_url + "/mo",
+        {
+            "from": PHONE,
+            "to": smsc_sim.short_code,
+            "user_data": parts,
+            "protocol_id": 0x7F,
+            "data_coding": 0xF6,
+        },
+    )
+    assert (code, body["parts"]) == (200, 2)
+    mos = esme.ack_all()
+    assert [m.short_message.hex() for m in mos if isinstance(m, DeliverSm)] == parts
+    for mo in mos:
+        assert isinstance(mo, DeliverSm)
+        assert (mo.esm_class & ESM_UDHI, mo.protocol_id, mo.data_coding) == (ESM_UDHI, 0x7F, 0xF6)
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"user_data": []}, "'user_data'"),
+        ({"user_data": "027000"}, "'user_data'"),
+        ({"user_data": [1]}, "'user_data'"),
+        ({"user_data": ["zz"]}, "invalid hex"),
+        ({"user_data": ["027000"], "hex": "00"}, "excludes"),
+        ({"user_data": ["027000"], "udh": "7000"}, "excludes"),
+        ({"user_data": ["00" * 141]}, "cannot send"),
+        ({"user_data": ["027000"], "protocol_id": 256}, "'protocol_id'"),
+        ({"user_data": ["027000"], "protocol_id": True}, "'protocol_id'"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_post_mo_rejects_bad_user_data(
+    smsc_sim: SimHandle, body: dict[str, object], fragment: str
+) -> None:
+    """A malformed user_data or protocol_id is a 400 naming it; nothing is sent."""
+    full = {"from": PHONE, "to": "10658888", **body}
+    code, answer = await http("POST", smsc_sim.api_url + "/mo", full)
+    assert code == 400
+    assert fragment in answer["error"]
+    assert smsc_sim.simulator.counters.mo_messages == 0
