@@ -175,6 +175,14 @@ class OtaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """``[state]``: what may be lost (dedup cache, flood limits, the shared submit budget)."""
+
+    url: str = _opt("", doc="empty or memory: in-process; redis://host:port/db for Redis")
+    prefix: str = _opt("stkpay:", doc="key prefix in Redis")
+
+
+@dataclass(frozen=True, slots=True)
 class CalibrationConfig:
     """``[calibration]``: the RF model every part agrees on (issue 6, docs/calibration.md),
     and where the handset table and the cards' calibration records live."""
@@ -246,6 +254,7 @@ class Config:
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     ota: OtaConfig = field(default_factory=OtaConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
 
 _T = TypeVar("_T")
