@@ -56,6 +56,8 @@ SEGMENT_BUDGET: Final[Mapping[str, int]] = {
     "refused_replay": 1,
     "refused_bad_mac": 1,
     "refused_plain_text": 1,
+    "refused_pin_unset": 1,
+    "topup_failed": 1,
     "balance": 1,
     "last10": 2,
     "help": 1,
@@ -81,6 +83,8 @@ LONGEST_VALUES: Final[Mapping[str, Mapping[str, object]]] = {
     "refused_replay": {},
     "refused_bad_mac": {},
     "refused_plain_text": {},
+    "refused_pin_unset": {},
+    "topup_failed": {},
     "balance": {"card_balance": _CARD_CAP, "cash_balance": _MAX_CASH},
     "last10": {
         "transactions": [{"date": date(2025, 12, 31), "kind": "reversal", "amount": -_CARD_CAP}]

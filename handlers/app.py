@@ -1,0 +1,673 @@
+"""The wallet application: route each MO by content and answer it (issue 5, "Handlers").
+
+:class:`WalletApp` is sans-IO apart from its synchronous collaborators (the ledger, the PIN
+store, the losable state store, the OTA platform's counter store); time is injected.
+``on_message(msg)`` takes one reassembled MO (:class:`smsc.reassembly.Message`) and returns the
+effects to carry out: :class:`SendSms` (a reply text) and :class:`SendOta` (a secured command
+packet for a card). The routing table, the top-up state machine and the in-doubt rules are in
+``docs/handlers.md``; the specifications behind them:
+
+* secured MO from cards: ETSI TS 102 225 §5.1 command packets in the SMS coding of 3GPP TS
+  31.115 §4.2 (UDH IEI 0x70), checked by :class:`ota.receiver.SecuredMoReceiver`; the wallet
+  action format of ``docs/protocol.md`` (:mod:`stk_menus.wallet_mo`);
+* proofs of receipt: TS 102 225 §5.1.2 response packets, TS 31.115 §4.4 (UDH IEI 0x71),
+  matched by :meth:`ota.platform.OtaPlatform.receive_por`; the compact remote-APDU response of
+  ETSI TS 102 226 §5.1.2;
+* the load itself: JR/T 0025 (PBOC) INITIALIZE FOR LOAD / CREDIT FOR LOAD, MAC1, MAC2 and TAC
+  (``docs/pboc.md``, :mod:`ota.pboc`), the two-phase top-up of ``docs/ledger.md``.
+
+Money moves only through the ledger, each request under an idempotency key; a refusal posts
+nothing and gets a reply in the MO's language. Errors of the ledger's storage
+(:class:`ledger.errors.StorageError`) and of the state store
+(:class:`handlers.state.StateUnavailable`) propagate: the gateway then answers the MO with
+ESME_RX_T_APPN so the SMSC retries, and a retry is safe (every write is keyed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+from zoneinfo import ZoneInfo
+
+from handlers.pins import PinStore, PinVerdict
+from handlers.state import StateStore, dedup_key
+from ledger.errors import (
+    CardStateError,
+    LedgerError,
+    LoadStateError,
+    Refused,
+    UnknownCard,
+    UnknownLoad,
+    UnknownSubscriber,
+)
+from ledger.service import Ledger, LoadView
+from ota.apdu import CommandApdu
+from ota.errors import CounterTooLow, OtaError, ResponseStatus
+from ota.keystore import KeyStore
+from ota.pboc import (
+    CreditForLoad,
+    InitializeForLoadResponse,
+    PbocError,
+    PurseKeys,
+    mac2_load,
+    verify_mac1_load,
+    verify_tac_load,
+)
+from ota.platform import OtaPlatform, OutgoingCommand, PorResult
+from ota.receiver import SecuredMoReceiver
+from smsc.reassembly import Message
+from smsc.udh import IEI_COMMAND_PACKET, IEI_RESPONSE_PACKET, InformationElement, build_udh
+from stk_menus import wallet_mo
+from stk_menus.replies import render
+
+__all__ = [
+    "AppConfig",
+    "Effect",
+    "LoadNote",
+    "SendOta",
+    "SendSms",
+    "WalletApp",
+]
+
+log = logging.getLogger(__name__)
+
+#: GET RESPONSE for the 4 octets of the TAC (ISO/IEC 7816-4 §7.6.1), after CREDIT FOR LOAD.
+GET_RESPONSE_TAC: Final = CommandApdu(0x00, 0xC0, 0x00, 0x00, b"", 4)
+#: PoR statuses meaning the card refused the packet, so the script never ran (TS 102 225
+#: §5.1.2 table 5): the load was not applied.
+_NOT_RUN: Final = frozenset(
+    {
+        ResponseStatus.RC_CC_DS_FAILED,
+        ResponseStatus.COUNTER_LOW,
+        ResponseStatus.COUNTER_HIGH,
+        ResponseStatus.COUNTER_BLOCKED,
+        ResponseStatus.CIPHERING_ERROR,
+        ResponseStatus.UNIDENTIFIED_SECURITY_ERROR,
+        ResponseStatus.INSUFFICIENT_MEMORY,
+        ResponseStatus.TAR_UNKNOWN,
+        ResponseStatus.INSUFFICIENT_SECURITY_LEVEL,
+    }
+)
+_REPLY_VERSION: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SendSms:
+    """Send ``text`` to the subscriber ``to`` (an MSISDN)."""
+
+    to: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendOta:
+    """Send the secured command ``outgoing`` (its SMS user data) to the card at ``msisdn``."""
+
+    msisdn: str
+    outgoing: OutgoingCommand
+
+
+Effect: TypeAlias = SendSms | SendOta
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """The application's settings.
+
+    ``in_doubt_after``: seconds after which :meth:`WalletApp.sweep` marks an unanswered load in
+    doubt. ``reply_ttl``: how long the first reply to a secured MO is kept for redeliveries.
+    ``help_rate``/``help_burst``: the per-MSISDN token bucket of help and unauthenticated
+    refusal replies; ``text_rate``/``text_burst``: of plain-text queries. ``terminal_id``: the
+    platform's terminal id the cards initialise loads with (None: any). ``timezone``: where
+    the CREDIT FOR LOAD date and time are taken (a terminal in China)."""
+
+    in_doubt_after: float = 300.0
+    reply_ttl: float = 7 * 86_400.0
+    help_rate: float = 1 / 60
+    help_burst: int = 3
+    text_rate: float = 1 / 6
+    text_burst: int = 10
+    terminal_id: bytes | None = None
+    timezone: str = "Asia/Shanghai"
+    max_notes: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class LoadNote:
+    """What the platform sent for a reserved load: enough to check its TAC later."""
+
+    load_id: str
+    key: str
+    msisdn: str
+    iccid: str
+    amount: int
+    old_balance: int
+    online_counter: int
+    terminal_id: bytes
+    date: dt.date
+    time: dt.time
+    lang: str
+    reserved_at: dt.datetime
+    ota_counter: int
+
+
+_PLAIN: Final[dict[str, tuple[str, str]]] = {
+    "余额": ("balance", "zh"),
+    "YE": ("balance", "zh"),
+    "BAL": ("balance", "en"),
+    "BALANCE": ("balance", "en"),
+    "明细": ("last10", "zh"),
+    "MX": ("last10", "zh"),
+    "LAST": ("last10", "en"),
+    "充值": ("financial", "zh"),
+    "CZ": ("financial", "zh"),
+    "转账": ("financial", "zh"),
+    "消费": ("financial", "zh"),
+    "TOPUP": ("financial", "en"),
+    "LOAD": ("financial", "en"),
+    "PAY": ("financial", "en"),
+}
+
+
+def _lang(language: wallet_mo.Language) -> str:
+    return "en" if language is wallet_mo.Language.EN else "zh"
+
+
+def _encode_reply(texts: Sequence[str]) -> bytes:
+    return json.dumps({"v": _REPLY_VERSION, "sms": list(texts)}, ensure_ascii=False).encode()
+
+
+def _decode_reply(raw: bytes) -> list[str] | None:
+    try:
+        data = json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("v") != _REPLY_VERSION:
+        return None
+    texts = data.get("sms")
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        return None
+    return texts
+
+
+class WalletApp:
+    """The MO handler (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        receiver: SecuredMoReceiver,
+        platform: OtaPlatform,
+        keystore: KeyStore,
+        pins: PinStore,
+        state: StateStore,
+        clock: Callable[[], dt.datetime],
+        config: AppConfig | None = None,
+        keyset: str = "ota",
+    ) -> None:
+        self.ledger = ledger
+        self.receiver = receiver
+        self.platform = platform
+        self.keystore = keystore
+        self.pins = pins
+        self.state = state
+        self.clock = clock
+        self.config = config if config is not None else AppConfig()
+        self.keyset = keyset
+        self._zone = ZoneInfo(self.config.timezone)
+        self._notes: OrderedDict[str, LoadNote] = OrderedDict()  # by load id
+        self._by_command: dict[tuple[str, int], str] = {}  # (msisdn, OTA counter) -> load id
+        self._unknown_seen: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"WalletApp({len(self._notes)} loads awaiting a PoR)"
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def on_message(self, msg: Message) -> list[Effect]:
+        """Handle one MO; returns the effects to carry out, in order."""
+        ieis = {ie.iei for ie in msg.ies}
+        if IEI_RESPONSE_PACKET in ieis:
+            return self._on_por(msg)
+        if IEI_COMMAND_PACKET in ieis:
+            return self._on_secured(msg)
+        return self._on_text(msg)
+
+    # -- plain text -------------------------------------------------------------------------
+
+    def _on_text(self, msg: Message) -> list[Effect]:
+        text = msg.text().strip()
+        word = "".join(text.split()).upper()
+        found = _PLAIN.get(word)
+        if found is None:  # "充值100", "TOPUP 50": a financial word with an amount
+            found = next(
+                (v for k, v in _PLAIN.items() if v[0] == "financial" and word.startswith(k)),
+                None,
+            )
+        sender = msg.source
+        if found is None:
+            if not self.state.allow(
+                f"{sender}:help", rate=self.config.help_rate, burst=self.config.help_burst
+            ):
+                return []
+            lang = "en" if text.isascii() and text else "zh"
+            return [SendSms(sender, render("help", lang))]
+        action, lang = found
+        if not self.state.allow(
+            f"{sender}:text", rate=self.config.text_rate, burst=self.config.text_burst
+        ):
+            return []
+        if action == "financial":
+            return [SendSms(sender, render("refused_plain_text", lang))]
+        try:
+            return [SendSms(sender, self._query(sender, action, lang))]
+        except UnknownSubscriber:
+            return [SendSms(sender, render("refused_unknown_card", lang))]
+
+    def _query(self, msisdn: str, action: str, lang: str) -> str:
+        if action == "balance":
+            wallet = self.ledger.wallet(msisdn)
+            return render(
+                "balance", lang, card_balance=wallet.card_balance, cash_balance=wallet.cash
+            )
+        entries = self.ledger.history(msisdn, last=10)
+        rows = [
+            {"date": e.at.astimezone(self._zone).date(), "kind": e.code, "amount": e.amount}
+            for e in entries
+        ]
+        return render("last10", lang, transactions=rows)
+
+    # -- secured MO -------------------------------------------------------------------------
+
+    def _unauthenticated(self, sender: str, name: str) -> list[Effect]:
+        """A refusal to a packet we could not authenticate: rate-limited, in Chinese."""
+        if not self.state.allow(
+            f"{sender}:refusal", rate=self.config.help_rate, burst=self.config.help_burst
+        ):
+            return []
+        return [SendSms(sender, render(name, "zh"))]
+
+    def _on_secured(self, msg: Message) -> list[Effect]:
+        sender = msg.source
+        try:
+            wallet = self.ledger.wallet(sender)
+        except UnknownSubscriber:
+            return self._unauthenticated(sender, "refused_unknown_card")
+        iccid = wallet.card_iccid
+        if iccid is None or wallet.card_state != "active":
+            return self._unauthenticated(sender, "refused_unknown_card")
+        packet = msg.payload
+        try:
+            received = self.receiver.receive(iccid, packet)
+        except CounterTooLow:
+            return self._unauthenticated(sender, "refused_replay")
+        except OtaError:
+            return self._unauthenticated(sender, "refused_bad_mac")
+        command = received.command
+        key = dedup_key(iccid, command.tar, command.counter, packet)
+        if received.redelivered:
+            stored = self.state.recall_reply(key)
+            texts = None if stored is None else _decode_reply(stored)
+            if texts is not None:
+                return [SendSms(sender, t) for t in texts]
+        try:
+            action = wallet_mo.decode(command.data)
+        except wallet_mo.WalletMoError:
+            effects: list[Effect] = [SendSms(sender, render("refused_bad_mac", "zh"))]
+        else:
+            effects = self._on_action(
+                sender,
+                iccid,
+                action,
+                tar=command.tar,
+                counter=command.counter,
+                redelivered=received.redelivered,
+            )
+        texts_sent = [e.text for e in effects if isinstance(e, SendSms)]
+        self.state.remember_reply(key, _encode_reply(texts_sent), self.config.reply_ttl)
+        return effects
+
+    def _on_action(
+        self,
+        msisdn: str,
+        iccid: str,
+        action: wallet_mo.WalletMo,
+        *,
+        tar: bytes,
+        counter: int,
+        redelivered: bool,
+    ) -> list[Effect]:
+        lang = _lang(action.language)
+        load_key = f"{iccid}:{tar.hex().upper()}:{counter}"
+        if isinstance(action, wallet_mo.TopUp):
+            return self._topup(
+                msisdn, iccid, action, lang=lang, load_key=load_key, redelivered=redelivered
+            )
+        effects: list[Effect] = self._resolve(msisdn, iccid, action, None, None)
+        if isinstance(action, wallet_mo.Balance):
+            effects.append(SendSms(msisdn, self._query(msisdn, "balance", lang)))
+        elif isinstance(action, wallet_mo.Last10):
+            effects.append(SendSms(msisdn, self._query(msisdn, "last10", lang)))
+        # a calibration MO is issue 6's (calibration/): nothing to answer here
+        return effects
+
+    # -- top-up -----------------------------------------------------------------------------
+
+    def _topup(
+        self,
+        msisdn: str,
+        iccid: str,
+        action: wallet_mo.TopUp,
+        *,
+        lang: str,
+        load_key: str,
+        redelivered: bool,
+    ) -> list[Effect]:
+        def reply(name: str, **values: object) -> list[Effect]:
+            return [*effects, SendSms(msisdn, render(name, lang, **values))]
+
+        try:
+            init = InitializeForLoadResponse.from_bytes(action.load_init)
+        except PbocError:
+            return [SendSms(msisdn, render("refused_bad_mac", lang))]
+        effects: list[Effect] = self._resolve(msisdn, iccid, action, init, load_key)
+        check = self.pins.verify(iccid, action.pin, count=not redelivered)
+        if check.verdict is PinVerdict.NOT_SET:
+            return reply("refused_pin_unset")
+        if check.verdict is PinVerdict.LOCKED:
+            return reply("refused_pin_locked")
+        if check.verdict is PinVerdict.WRONG:
+            return reply("refused_wrong_pin", attempts_left=check.attempts_left)
+        expected_tid = self.config.terminal_id
+        purse = PurseKeys.from_card_keys(self.keystore.card_keys(iccid, self.keyset))
+        try:
+            mac1_ok = (expected_tid is None or action.terminal_id == expected_tid) and (
+                verify_mac1_load(purse.dlk, init, action.amount, action.terminal_id)
+            )
+        except PbocError:
+            mac1_ok = False
+        if not mac1_ok:
+            return reply("refused_bad_mac")
+        pending_before = {v.key for v in self.ledger.pending_loads(iccid)}
+        try:
+            load = self.ledger.reserve_load(
+                msisdn,
+                iccid,
+                action.amount,
+                card_balance=init.old_balance,
+                online_counter=init.online_counter,
+                key=load_key,
+            )
+        except Refused as refused:
+            self.pins.succeeded(iccid)
+            return [*effects, SendSms(msisdn, self._refusal(refused, lang))]
+        except (UnknownCard, UnknownSubscriber, CardStateError):
+            return reply("refused_unknown_card")
+        except LedgerError as exc:
+            log.warning("top-up of card %s refused by the ledger: %s", iccid, exc)
+            return reply("topup_failed")
+        self.pins.succeeded(iccid)
+        if load_key in pending_before:
+            return effects  # the CREDIT for this load went out already
+        if load.id not in {v.id for v in self.ledger.pending_loads(iccid)}:
+            return effects  # a replay of a load already settled
+        return [
+            *effects,
+            self._send_credit(
+                msisdn, iccid, load, init=init, action=action, lang=lang, purse=purse
+            ),
+        ]
+
+    def _send_credit(
+        self,
+        msisdn: str,
+        iccid: str,
+        load: LoadView,
+        *,
+        init: InitializeForLoadResponse,
+        action: wallet_mo.TopUp,
+        lang: str,
+        purse: PurseKeys,
+    ) -> SendOta:
+        now = self.clock()
+        local = now.astimezone(self._zone).replace(microsecond=0)
+        date, time = local.date(), local.time().replace(tzinfo=None)
+        mac2 = mac2_load(
+            purse.dlk,
+            random=init.random,
+            online_counter=init.online_counter,
+            amount=action.amount,
+            terminal_id=action.terminal_id,
+            date=date,
+            time=time,
+        )
+        credit = CreditForLoad(date, time, mac2).to_apdu()
+        outgoing = self.platform.command(
+            iccid=iccid,
+            msisdn=msisdn,
+            tar=wallet_mo.WALLET_TAR,
+            apdus=[
+                CommandApdu(credit.cla, credit.ins, credit.p1, credit.p2, credit.data),
+                GET_RESPONSE_TAC,
+            ],
+        )
+        note = LoadNote(
+            load_id=load.id,
+            key=load.key,
+            msisdn=msisdn,
+            iccid=iccid,
+            amount=action.amount,
+            old_balance=init.old_balance,
+            online_counter=init.online_counter,
+            terminal_id=action.terminal_id,
+            date=date,
+            time=time,
+            lang=lang,
+            reserved_at=now,
+            ota_counter=outgoing.pending.counter,
+        )
+        self._remember(note)
+        return SendOta(msisdn, outgoing)
+
+    def _remember(self, note: LoadNote) -> None:
+        self._notes[note.load_id] = note
+        self._by_command[(note.msisdn, note.ota_counter)] = note.load_id
+        while len(self._notes) > self.config.max_notes:
+            _, old = self._notes.popitem(last=False)
+            self._by_command.pop((old.msisdn, old.ota_counter), None)
+
+    def _forget(self, load_id: str) -> LoadNote | None:
+        note = self._notes.pop(load_id, None)
+        if note is not None:
+            self._by_command.pop((note.msisdn, note.ota_counter), None)
+        return note
+
+    def _refusal(self, refused: Refused, lang: str) -> str:
+        f = refused.figures
+        if refused.rule == "single_topup_limit":
+            return render("refused_topup_limit", lang, amount=f["amount"], limit=f["limit"])
+        if refused.rule == "card_balance_limit":
+            return render(
+                "refused_card_cap",
+                lang,
+                amount=f["amount"],
+                card_balance=f["card_balance"] + f["in_flight"],
+                cap=f["limit"],
+            )
+        if refused.rule == "daily_topup_count":
+            return render("refused_daily_count", lang, max_count=f["limit"])
+        if refused.rule == "insufficient_funds":
+            return render(
+                "refused_insufficient_cash", lang, amount=f["amount"], cash_balance=f["balance"]
+            )
+        return render("topup_failed", lang)
+
+    # -- the PoR ----------------------------------------------------------------------------
+
+    def _on_por(self, msg: Message) -> list[Effect]:
+        user_data = build_udh((InformationElement(IEI_RESPONSE_PACKET),)) + msg.payload
+        try:
+            por = self.platform.receive_por(msg.source, user_data)
+        except OtaError as exc:
+            log.info("PoR from %s refused: %s", msg.source, exc)
+            return []
+        load_id = self._by_command.get((por.command.msisdn, por.command.counter))
+        if load_id is None:
+            return []  # a PoR of another command (e.g. a calibration update)
+        note = self._notes[load_id]
+        tac = self._tac_of(por)
+        if tac is not None:
+            if self._tac_ok(note, tac):
+                return self._post(note.msisdn, note.lang, note)
+            log.warning("load %s: the TAC in the PoR does not verify; left in doubt", load_id)
+            self._mark_in_doubt(load_id)
+            return []
+        credit_failed = (
+            por.status is ResponseStatus.POR_OK
+            and por.response is not None
+            and por.response.executed == 1  # the script stopped at CREDIT FOR LOAD
+            and por.response.last.sw >> 8 not in (0x90, 0x91, 0x92, 0x61)
+        )
+        if por.status in _NOT_RUN or credit_failed:
+            return self._void(note.msisdn, note.lang, load_id, notify=True)
+        if por.status is ResponseStatus.POR_OK:
+            log.warning("load %s: the card ran CREDIT but gave no TAC; left in doubt", load_id)
+            self._mark_in_doubt(load_id)
+        return []  # "more time" and the like: the load stays reserved
+
+    @staticmethod
+    def _tac_of(por: PorResult) -> bytes | None:
+        if not por.ok or por.response is None:
+            return None
+        last = por.response.last
+        if last.sw != 0x9000 or len(last.data) != 4:
+            return None
+        return last.data
+
+    def _tac_ok(self, note: LoadNote, tac: bytes) -> bool:
+        purse = PurseKeys.from_card_keys(self.keystore.card_keys(note.iccid, self.keyset))
+        try:
+            return verify_tac_load(
+                purse.dtk,
+                new_balance=note.old_balance + note.amount,
+                online_counter=note.online_counter,
+                amount=note.amount,
+                terminal_id=note.terminal_id,
+                date=note.date,
+                time=note.time,
+                tac=tac,
+            )
+        except PbocError:
+            return False
+
+    def _post(
+        self, msisdn: str, lang: str, note: LoadNote | None, load_id: str = ""
+    ) -> list[Effect]:
+        target = note.load_id if note is not None else load_id
+        try:
+            load = self.ledger.post_load(target)
+        except (LoadStateError, UnknownLoad) as exc:
+            log.warning("load %s could not be posted: %s", target, exc)
+            self._forget(target)
+            return []
+        self._forget(target)
+        wallet = self.ledger.wallet(msisdn)
+        text = render(
+            "topup_ok",
+            lang,
+            amount=load.amount,
+            card_balance=wallet.card_balance,
+            cash_balance=wallet.cash,
+        )
+        return [SendSms(msisdn, text)]
+
+    def _void(self, msisdn: str, lang: str, load_id: str, *, notify: bool) -> list[Effect]:
+        try:
+            self.ledger.void_load(load_id)
+        except (LoadStateError, UnknownLoad) as exc:
+            log.warning("load %s could not be voided: %s", load_id, exc)
+            self._forget(load_id)
+            return []
+        self._forget(load_id)
+        return [SendSms(msisdn, render("topup_failed", lang))] if notify else []
+
+    def _mark_in_doubt(self, load_id: str) -> None:
+        try:
+            self.ledger.mark_in_doubt(load_id)
+        except (LoadStateError, UnknownLoad) as exc:
+            log.info("load %s not marked in doubt: %s", load_id, exc)
+
+    # -- in doubt ---------------------------------------------------------------------------
+
+    def _resolve(
+        self,
+        msisdn: str,
+        iccid: str,
+        action: wallet_mo.WalletMo,
+        init: InitializeForLoadResponse | None,
+        own_key: str | None,
+    ) -> list[Effect]:
+        """Settle this card's pending loads from what its (authenticated) MO tells: the online
+        counter now (tag 86, or the INITIALIZE FOR LOAD answer of a top-up) and the proof of the
+        last load (tag 87). Returns the confirmation or failure replies."""
+        now_counter = init.online_counter if init is not None else action.online_counter
+        if now_counter is None:
+            return []
+        pending = self.ledger.pending_loads(iccid)
+        effects: list[Effect] = []
+        proof = action.load_proof
+        lang = _lang(action.language)
+        for load in pending:
+            if load.key == own_key:
+                continue  # this very MO's load (a redelivery): not settled by itself
+            note = self._notes.get(load.id)
+            lang_of = note.lang if note is not None else lang
+            if now_counter > load.online_counter:
+                tac = (
+                    proof.tac
+                    if proof is not None and proof.counter == load.online_counter
+                    else None
+                )
+                if note is not None and tac is not None and not self._tac_ok(note, tac):
+                    log.warning("load %s: proof does not verify; left in doubt", load.id)
+                    self._mark_in_doubt(load.id)
+                    continue
+                # Only a CREDIT FOR LOAD with the platform's MAC2 for this counter moves it.
+                effects += self._post(msisdn, lang_of, note, load.id)
+            elif now_counter == load.online_counter:
+                # A new INITIALIZE closed the load's session (the CREDIT can no longer apply);
+                # without one, only a load already in doubt is given up.
+                if init is not None or load.state == "in_doubt":
+                    effects += self._void(msisdn, lang_of, load.id, notify=True)
+            else:
+                log.warning("card %s reports counter %d below load %s", iccid, now_counter, load.id)
+        return effects
+
+    def sweep(self, now: dt.datetime) -> list[str]:
+        """Mark in doubt the loads reserved more than ``in_doubt_after`` seconds before ``now``
+        whose PoR never came (and loads this instance never sent, from the second sweep that
+        finds them). Posts and voids nothing. Returns the load ids marked."""
+        limit = now - dt.timedelta(seconds=self.config.in_doubt_after)
+        marked: list[str] = []
+        unknown: set[str] = set()
+        for load in self.ledger.pending_loads():
+            if load.state != "reserved":
+                continue
+            note = self._notes.get(load.id)
+            if note is None:
+                if load.id in self._unknown_seen:
+                    self._mark_in_doubt(load.id)
+                    marked.append(load.id)
+                else:
+                    unknown.add(load.id)
+            elif note.reserved_at <= limit:
+                self._mark_in_doubt(load.id)
+                marked.append(load.id)
+        self._unknown_seen = unknown
+        return marked
