@@ -156,7 +156,7 @@ def test_remember_replaces_the_reply(store: StateStore) -> None:
 def test_reply_is_kept_for_its_ttl_then_expires(backend: Backend) -> None:
     """A reply is there within its TTL and gone after it (Memory: fake clock; Redis: PX)."""
     store, key = backend.store, f"{ICCID}:expiring"
-    ttl = 0.05 if backend.kind == "memory" else 0.2  # Redis: room for a stalled test process
+    ttl = 0.05 if backend.kind == "memory" else 1.0  # Redis: room for a stalled test process
     store.remember_reply(key, b"reply", ttl)
     store.remember_reply(f"{ICCID}:lasting", b"kept", 600.0)
     assert store.recall_reply(key) == b"reply"
@@ -165,10 +165,10 @@ def test_reply_is_kept_for_its_ttl_then_expires(backend: Backend) -> None:
         assert store.recall_reply(key) == b"reply"
         backend.clock.advance(0.002)
     else:
-        # the TTL is the server's: 200 ms set with the value, then polled until it is gone
+        # the TTL is the server's: 1 s set with the value, then polled until it is gone
         assert backend.admin is not None
         assert isinstance(store, RedisState)
-        assert 0 < backend.admin.pttl(store.redis_key("reply", key)) <= 200
+        assert 0 < backend.admin.pttl(store.redis_key("reply", key)) <= 1000
         deadline = time.monotonic() + 5.0
         while store.recall_reply(key) is not None and time.monotonic() < deadline:
             time.sleep(0.01)
