@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_ledger,
         cmd_ota,
         cmd_phone,
+        cmd_serve,
         cmd_sim,
         cmd_smpp,
         cmd_wallet,
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_card,
         cmd_calibration,
         cmd_phone,
+        cmd_serve,
     ):
         module.register(sub)
     return parser

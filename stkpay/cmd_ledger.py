@@ -1,10 +1,14 @@
-"""``stkpay ledger verify|hall-report``, and how every ledger command reaches the ledger.
+"""``stkpay ledger verify|hall-report|in-doubt``, and how every ledger command reaches the ledger.
 
 Issue 3, "Business-hall operations from the command line": all commands go through the one
 service layer (:class:`ledger.service.Ledger`) against the configured ledger: ``ledger.url`` in
 the config file, overridden by ``STKPAY_LEDGER_URL``; SQLite by default. A relative SQLite
 path (``sqlite:///var/ledger.db``) resolves against the current directory, and its parent
 directory is created.
+
+``ledger in-doubt`` (issue 5, "Handlers"): the card top-ups reserved and not yet proven
+(``reserved``: awaiting the card's proof of receipt; ``in_doubt``: no proof came, settled at the
+card's next contact by its online counter, never by a timer), oldest first.
 
 Exit statuses: 0 done; 2 for a refusal or bad input (any :class:`~ledger.errors.LedgerError`:
 a bad amount, an unknown subscriber, a refused rule), one line on stderr; 1 when the ledger
@@ -19,7 +23,7 @@ import json
 import sqlite3
 import sys
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -206,8 +210,75 @@ def _hall_report(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _age(created: object, now: datetime) -> float | None:
+    """Seconds since ``created`` (None when the ledger's view does not carry it)."""
+    if not isinstance(created, datetime):
+        return None
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return max(0.0, (now - created).total_seconds())
+
+
+def _age_text(age: float | None) -> str:
+    if age is None:
+        return "?"
+    seconds = int(age)
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86_400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86_400}d{seconds % 86_400 // 3600:02d}h"
+
+
+def _in_doubt(args: argparse.Namespace, config: Config) -> int:
+    with open_ledger(config) as ledger:
+        loads = ledger.pending_loads()
+    now = datetime.now(UTC)
+    rows = []
+    for load in loads:
+        created = getattr(load, "created_at", None)  # when the ledger's LoadView carries it
+        rows.append((load, created, _age(created, now)))
+    if args.json:
+        print_json(
+            [
+                {
+                    "load_id": load.id,
+                    "msisdn": load.msisdn,
+                    "iccid": load.iccid,
+                    "amount_fen": load.amount,
+                    "state": load.state,
+                    "online_counter": load.online_counter,
+                    "key": load.key,
+                    "created_at": created.isoformat() if isinstance(created, datetime) else None,
+                    "age_s": None if age is None else round(age, 1),
+                }
+                for load, created, age in rows
+            ]
+        )
+        return 0
+    if not rows:
+        print("no pending loads")
+        return 0
+    print(
+        f"{'load id':<36}  {'msisdn':<15} {'iccid':<20} {'amount':>10}  "
+        f"{'state':<9} {'age':>7} {'counter':>7}"
+    )
+    for load, _, age in rows:
+        print(
+            f"{load.id:<36}  {load.msisdn:<15} {load.iccid:<20} {format_yuan(load.amount):>10}  "
+            f"{load.state:<9} {_age_text(age):>7} {load.online_counter:>7}"
+        )
+    in_doubt = sum(1 for load, _, _ in rows if load.state == "in_doubt")
+    total = sum(load.amount for load, _, _ in rows)
+    print(
+        f"{len(rows)} pending ({in_doubt} in doubt, {len(rows) - in_doubt} reserved), "
+        f"{format_yuan(total)} CNY in flight"
+    )
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``ledger verify`` and ``ledger hall-report``."""
+    """Add ``ledger verify``, ``ledger hall-report`` and ``ledger in-doubt``."""
     group = sub.add_parser("ledger", help="check the ledger; business-hall cash reports")
     cmds = group.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
 
@@ -231,3 +302,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--date", required=True, type=_date, metavar="YYYY-MM-DD", help="local day")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_hall_report)
+
+    p = cmds.add_parser(
+        "in-doubt",
+        help="card top-ups reserved or in doubt (no proof from the card yet)",
+        description="List the pending card loads, oldest first: load id, MSISDN, ICCID, "
+        "amount, state (reserved: awaiting the card's proof of receipt; in_doubt: no proof "
+        "came, settled at the card's next contact), age and the card's online counter.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (amounts in fen)")
+    p.set_defaults(func=_in_doubt)

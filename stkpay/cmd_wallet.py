@@ -14,14 +14,24 @@ configured ledger (see :mod:`stkpay.cmd_ledger`).
   hall's daily cash report (``stkpay ledger hall-report``); a hall deposit requires them.
 * A bad amount, an unknown subscriber, a refused rule (any ledger refusal): one line on stderr
   and exit status 2, nothing posted.
+
+Issue 5 ("Handlers", PINs): ``wallet set-pin`` sets the top-up PIN of the wallet's active card
+(6 digits, read without echo twice from a terminal, else one line of stdin; never echoed,
+logged or printed), stored as a keyed hash by :mod:`handlers.pins` in the ledger's database
+with the pepper of ``STKPAY_PIN_PEPPER``; ``wallet unlock-pin`` clears the wrong-PIN count
+and the lock after three wrong PINs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import getpass
 import re
+import sys
 import uuid
-from typing import Any, Final
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
 
 from ledger.errors import LedgerError
 from ledger.money import format_yuan, parse_yuan
@@ -30,7 +40,12 @@ from stkpay.cli import CliError
 from stkpay.cmd_ledger import entry_json, entry_line, open_ledger, print_json
 from stkpay.config import Config
 
+if TYPE_CHECKING:
+    from handlers.pins import PinStore
+
 SOURCES: Final = ("hall", "bank", "voucher")
+#: Digits of a wallet PIN (the STK GET INPUT asks for six).
+PIN_LENGTH: Final = 6
 
 _ZERO: Final = re.compile(r"0{1,13}(?:\.0{1,2})?")
 
@@ -212,6 +227,78 @@ def _close(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def read_pin(*, tty: bool | None = None) -> str:
+    """The new PIN: twice without echo from a terminal, else one line of stdin. Checked to be
+    :data:`PIN_LENGTH` digits; a bad one is a :class:`CliError` that never shows it."""
+    interactive = sys.stdin.isatty() if tty is None else tty
+    if interactive:
+        first = getpass.getpass("new PIN (6 digits): ")
+        again = getpass.getpass("new PIN again: ")
+        if first != again:
+            raise CliError("the two PINs differ; nothing changed")
+        pin = first
+    else:
+        pin = sys.stdin.readline().rstrip("\r\n")
+    if not (len(pin) == PIN_LENGTH and pin.isascii() and pin.isdigit()):
+        raise CliError(f"a PIN is {PIN_LENGTH} digits; nothing changed")
+    return pin
+
+
+def _active_card(config: Config, msisdn: str) -> str:
+    with open_ledger(config) as ledger:
+        view = ledger.wallet(msisdn)
+    if view.card_iccid is None or view.card_state != "active":
+        raise CliError(f"wallet {view.msisdn} has no active card; enable one first")
+    return view.card_iccid
+
+
+@contextlib.contextmanager
+def _pin_store(config: Config) -> Iterator[PinStore]:
+    from handlers.pins import PinError, PinStoreError, open_pin_store  # noqa: PLC0415
+    from stkpay.cmd_ledger import EXIT_FAILED, resolve_url  # noqa: PLC0415
+    from stkpay.gateway import GatewayError, resolve_pepper  # noqa: PLC0415
+
+    try:
+        pepper = resolve_pepper(config, allow_ephemeral=False)
+    except GatewayError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        store = open_pin_store(resolve_url(config.ledger.url), pepper)
+    except PinError as exc:
+        raise CliError(str(exc)) from None
+    except PinStoreError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    try:
+        yield store
+    except PinError as exc:
+        raise CliError(str(exc)) from None
+    except PinStoreError as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    finally:
+        store.close()
+
+
+def _set_pin(args: argparse.Namespace, config: Config) -> int:
+    iccid = _active_card(config, args.msisdn)
+    with _pin_store(config) as pins:  # the pepper is checked before the PIN is asked for
+        pin = read_pin()
+        pins.set_pin(iccid, pin)
+    print(f"PIN set for card {iccid} of wallet {args.msisdn}")
+    return 0
+
+
+def _unlock_pin(args: argparse.Namespace, config: Config) -> int:
+    from handlers.pins import PinVerdict  # noqa: PLC0415
+
+    iccid = _active_card(config, args.msisdn)
+    with _pin_store(config) as pins:
+        if pins.status(iccid).verdict is PinVerdict.NOT_SET:
+            raise CliError(f"card {iccid} has no PIN; set one with `stkpay wallet set-pin`")
+        pins.unlock(iccid)
+    print(f"PIN of card {iccid} of wallet {args.msisdn} unlocked (wrong attempts cleared)")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -308,3 +395,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_teller(p, "the refund is paid from this hall's cash")
     _add_json(p)
     p.set_defaults(func=_close)
+
+    p = cmds.add_parser(
+        "set-pin",
+        help="set the top-up PIN of the wallet's card (read without echo)",
+        description="Reads a 6-digit PIN twice without echo from a terminal, or one line of "
+        "stdin, and stores its keyed hash (pepper: STKPAY_PIN_PEPPER) for the wallet's active "
+        "card. Clears any wrong-PIN count and lock.",
+    )
+    _add_msisdn(p)
+    p.set_defaults(func=_set_pin)
+
+    p = cmds.add_parser(
+        "unlock-pin",
+        help="unlock the card's PIN after three wrong tries (clears the count)",
+    )
+    _add_msisdn(p)
+    p.set_defaults(func=_unlock_pin)

@@ -8,7 +8,8 @@ Environment overrides (secrets never live in the repository):
 
 * ``STKPAY_CONFIG``: path of the file (default ``./stkpay.toml`` when it exists);
 * ``STKPAY_SMSC_PASSWORD``: ``smsc.password``;
-* ``STKPAY_LEDGER_URL``: ``ledger.url``.
+* ``STKPAY_LEDGER_URL``: ``ledger.url``;
+* ``STKPAY_PIN_PEPPER``: ``gateway.pin_pepper`` (hex, at least 16 octets).
 """
 
 from __future__ import annotations
@@ -245,6 +246,35 @@ class CalibrationConfig:
             raise ConfigError(f"calibration: {exc}") from None
 
 
+def _pepper_hex(v: Any) -> str | None:
+    text = v.reveal() if isinstance(v, Secret) else v
+    if not text:
+        return None
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return "must be hex"
+    return None if len(raw) >= 16 else "must be at least 16 octets (32 hex digits)"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """``[gateway]``: ``stkpay serve`` (the SMPP gateway running the wallet application)."""
+
+    health: str = _opt(
+        "tcp:8780:interface=127.0.0.1", doc="Twisted endpoint of GET /healthz; 'none': off"
+    )
+    sweep_interval: float = _opt(30.0, _positive, "seconds between in-doubt sweeps")
+    grace_period: float = _opt(10.0, _positive, "seconds SIGTERM allows to drain and unbind")
+    in_doubt_after: float = _opt(300.0, _positive, "seconds before an unanswered load is in doubt")
+    pin_pepper: Secret = _opt(
+        Secret(""), _pepper_hex, "PIN hashing secret (hex); overridden by STKPAY_PIN_PEPPER"
+    )
+    ephemeral_pepper: bool = _opt(
+        False, doc="development only: without a pepper, make a throwaway one (PINs then die)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole file."""
@@ -255,6 +285,7 @@ class Config:
     ota: OtaConfig = field(default_factory=OtaConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
 
 
 _T = TypeVar("_T")
@@ -334,6 +365,12 @@ def from_mapping(table: Mapping[str, Any], env: Mapping[str, str] | None = None)
         cfg = dataclasses.replace(
             cfg, smsc=dataclasses.replace(cfg.smsc, password=Secret(env["STKPAY_SMSC_PASSWORD"]))
         )
+    if env.get("STKPAY_PIN_PEPPER") is not None:
+        pepper = Secret(env["STKPAY_PIN_PEPPER"])
+        problem = _pepper_hex(pepper)
+        if problem:
+            raise ConfigError(f"STKPAY_PIN_PEPPER {problem}")
+        cfg = dataclasses.replace(cfg, gateway=dataclasses.replace(cfg.gateway, pin_pepper=pepper))
     if env.get("STKPAY_LEDGER_URL"):
         cfg = dataclasses.replace(cfg, ledger=LedgerConfig(url=env["STKPAY_LEDGER_URL"]))
     return cfg
