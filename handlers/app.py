@@ -14,7 +14,14 @@ packet for a card). The routing table, the top-up state machine and the in-doubt
   matched by :meth:`ota.platform.OtaPlatform.receive_por`; the compact remote-APDU response of
   ETSI TS 102 226 §5.1.2;
 * the load itself: JR/T 0025 (PBOC) INITIALIZE FOR LOAD / CREDIT FOR LOAD, MAC1, MAC2 and TAC
-  (``docs/pboc.md``, :mod:`ota.pboc`), the two-phase top-up of ``docs/ledger.md``.
+  (``docs/pboc.md``, :mod:`ota.pboc`), the two-phase top-up of ``docs/ledger.md``;
+* distance calibration (issue 6), when a :class:`calibration.service.CalibrationService` is
+  given: an authenticated calibration MO goes to ``on_calibration_sms``; its reply is sent and
+  its OTA command (Remote File Management, ETSI TS 102 226 §7, to the RFM TAR) becomes a
+  :class:`SendOta`. A PoR is routed by the TAR of the command it answers: the wallet applet's
+  TAR to the load it confirms, the calibration service's TAR (``calibration_tar``) to
+  ``calibration.on_por``; a PoR neither claims (an operator's OTA push, or a calibration
+  PoR the service ignores) goes to the optional ``on_other_por`` observer.
 
 Money moves only through the ledger, each request under an idempotency key; a refusal posts
 nothing and gets a reply in the MO's language. Errors of the ledger's storage
@@ -34,6 +41,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 from zoneinfo import ZoneInfo
 
+from calibration.service import CalibrationService, Decision, Outcome
 from handlers.pins import PinStore, PinVerdict
 from handlers.state import StateStore, dedup_key
 from ledger.errors import (
@@ -47,6 +55,7 @@ from ledger.errors import (
 )
 from ledger.service import Ledger, LoadView
 from ota.apdu import CommandApdu
+from ota.commands import TAR_RFM_UICC
 from ota.errors import CounterTooLow, OtaError, ResponseStatus
 from ota.keystore import KeyStore
 from ota.pboc import (
@@ -210,6 +219,9 @@ class WalletApp:
         clock: Callable[[], dt.datetime],
         config: AppConfig | None = None,
         keyset: str = "ota",
+        calibration: CalibrationService | None = None,
+        calibration_tar: bytes = TAR_RFM_UICC,
+        on_other_por: Callable[[PorResult], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.receiver = receiver
@@ -220,6 +232,9 @@ class WalletApp:
         self.clock = clock
         self.config = config if config is not None else AppConfig()
         self.keyset = keyset
+        self.calibration = calibration
+        self.calibration_tar = bytes(calibration_tar)
+        self.on_other_por = on_other_por
         self._zone = ZoneInfo(self.config.timezone)
         self._notes: OrderedDict[str, LoadNote] = OrderedDict()  # by load id
         self._by_command: dict[tuple[str, int], str] = {}  # (msisdn, OTA counter) -> load id
@@ -354,8 +369,41 @@ class WalletApp:
             effects.append(SendSms(msisdn, self._query(msisdn, "balance", lang)))
         elif isinstance(action, wallet_mo.Last10):
             effects.append(SendSms(msisdn, self._query(msisdn, "last10", lang)))
-        # a calibration MO is issue 6's (calibration/): nothing to answer here
+        elif isinstance(action, wallet_mo.Calibration) and self.calibration is not None:
+            decision = self.calibration.on_calibration_sms(msisdn, action, iccid=iccid)
+            effects += self._calibration_effects(decision)
         return effects
+
+    # -- calibration ------------------------------------------------------------------------
+
+    @staticmethod
+    def _calibration_effects(decision: Decision) -> list[Effect]:
+        """The reply and the OTA command of a calibration decision, in that order."""
+        effects: list[Effect] = []
+        if decision.reply is not None:
+            reply = decision.reply
+            text = render(reply.template, reply.language, **dict(reply.values))
+            effects.append(SendSms(decision.msisdn, text))
+        if decision.command is not None:
+            effects.append(SendOta(decision.msisdn, decision.command))
+        if decision.reason:
+            log.info(
+                "calibration of card %s: %s (%s)",
+                decision.iccid,
+                decision.outcome.value,
+                decision.reason,
+            )
+        return effects
+
+    def _other_por(self, por: PorResult) -> list[Effect]:
+        """A PoR that no load claims: calibration by its TAR, else the observer."""
+        if self.calibration is not None and por.command.tar == self.calibration_tar:
+            decision = self.calibration.on_por(por)
+            if decision.outcome is not Outcome.IGNORED:
+                return self._calibration_effects(decision)
+        if self.on_other_por is not None:
+            self.on_other_por(por)
+        return []
 
     # -- top-up -----------------------------------------------------------------------------
 
@@ -519,7 +567,7 @@ class WalletApp:
             return []
         load_id = self._by_command.get((por.command.msisdn, por.command.counter))
         if load_id is None:
-            return []  # a PoR of another command (e.g. a calibration update)
+            return self._other_por(por)  # a calibration update, an operator's push
         note = self._notes[load_id]
         tac = self._tac_of(por)
         if tac is not None:

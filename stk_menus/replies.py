@@ -62,6 +62,9 @@ SEGMENT_BUDGET: Final[Mapping[str, int]] = {
     "last10": 2,
     "help": 1,
     "calibration": 1,
+    "calibration_done": 1,
+    "calibration_already": 1,
+    "calibration_refused_imei": 1,
 }
 TEMPLATES: Final = tuple(SEGMENT_BUDGET)
 
@@ -92,6 +95,9 @@ LONGEST_VALUES: Final[Mapping[str, Mapping[str, object]]] = {
     },
     "help": {},
     "calibration": {},
+    "calibration_done": {},
+    "calibration_already": {},
+    "calibration_refused_imei": {},
 }
 
 
