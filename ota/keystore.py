@@ -270,6 +270,7 @@ class FileKeyStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._cache: tuple[tuple[int, int, int, int], list[_Entry]] | None = None
 
     def __repr__(self) -> str:
         return f"FileKeyStore({str(self.path)!r})"
@@ -301,10 +302,24 @@ class FileKeyStore:
             raise KeyFileError(f"key file {self.path}: not UTF-8 text") from None
 
     def _load(self) -> list[_Entry]:
+        # Parsed once per version of the file: (inode, size, mtime, ctime) changes on any
+        # rewrite (atomic rename: a new inode) and on chmod, which re-runs the mode check.
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        except OSError:
+            st = None
+        stamp = None if st is None else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        cached = self._cache
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return cached[1]
         text = self._read_text()
         if text is None:
             return []
-        return self._parse(text)
+        entries = self._parse(text)
+        self._cache = (stamp, entries) if stamp is not None else None
+        return entries
 
     def _parse(self, text: str) -> list[_Entry]:
         where = f"key file {self.path}"

@@ -561,3 +561,18 @@ def test_pkcs11_nothing_key_bearing_in_reprs_or_errors(
         assert f"'{PIN}'" not in text
         for secret in _secrets(card):
             assert secret not in text.lower()
+
+
+def test_parsed_file_is_reused_until_it_changes(key_path: Path) -> None:
+    """The key file is parsed once per version of it: another process's import is seen at
+    the next lookup, and a chmod that opens it to others is refused at once."""
+    store = FileKeyStore(key_path)
+    generate_keyset(store, "ota", 1)
+    first = store.card_keys(ICCIDS[0])
+    assert store.card_keys(ICCIDS[0]) == first
+    other = FileKeyStore(key_path)  # another process, in effect
+    generate_keyset(other, "ota", 2)
+    assert store.card_keys(ICCIDS[0]).version == 2
+    os.chmod(key_path, 0o644)
+    with pytest.raises(KeyFileError):
+        store.card_keys(ICCIDS[0])
