@@ -4,11 +4,13 @@ Issue 3 ("a non-blocking API for the Twisted gateway: Deferreds; blocking databa
 the reactor thread"). :class:`AsyncLedger` never blocks the reactor thread:
 
 * **Writes** (open, enable, deposit, swap, close, the load phases, merchants, purchases) go
-  through :meth:`Ledger.submit`, which hands the request to the ledger's group committer and
-  returns a :class:`concurrent.futures.Future`; the Deferred fires (on the reactor thread) once
-  the write is committed or refused. So any number of concurrent gateway requests can share
-  one database transaction without a thread each. A ledger without ``submit`` (a stand-in)
-  has its writes run in the thread pool like reads.
+  through :meth:`Ledger.submit_callback`, which hands the request to the ledger's group
+  committer; the Deferred fires (on the reactor thread) once the write is committed or
+  refused. So any number of concurrent gateway requests can share one database transaction
+  without a thread each. The answers of a batch reach the reactor together: finished writes
+  are queued and the reactor is woken once for all of them (one ``callFromThread`` per
+  batch, not per request). A ledger with only :meth:`Ledger.submit` (futures) is used
+  through it; one with neither (a stand-in) has its writes run in the thread pool like reads.
 * **Reads** (wallet, history, pending loads, reports, verify) run in a Twisted
   :class:`~twisted.python.threadpool.ThreadPool` through
   :func:`twisted.internet.threads.deferToThreadPool`.
@@ -28,9 +30,11 @@ closed here: whoever connected it closes it, after stopping the wrapper.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from datetime import date, datetime
+from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
 from twisted.internet import defer, threads
@@ -78,6 +82,19 @@ class AsyncLedger:
         self._ledger = ledger
         self._reactor = reactor
         self._stopped = False
+        #: finished writes waiting for the reactor thread: (deferred, result, error)
+        self._ready: deque[tuple[defer.Deferred[Any], Any, BaseException | None]] = deque()
+        self._wake_pending = False
+        #: how writes reach the committer (None: a stand-in ledger; writes use the pool)
+        self._submit_callback: Callable[..., None] | None = getattr(ledger, "submit_callback", None)
+        self._submit: Callable[..., Future[Any]] | None = getattr(ledger, "submit", None)
+        #: with a ledger that signals the end of each batch, outcomes wait for it: one
+        #: wake-up of the reactor per batch instead of one per outcome
+        self._per_batch = False
+        add_listener = getattr(ledger, "add_batch_listener", None)
+        if self._submit_callback is not None and add_listener is not None:
+            add_listener(self._wake)
+            self._per_batch = True
         self._startup_id: object | None = None
         self._shutdown_id: object | None = None
         if threadpool is None:
@@ -111,6 +128,12 @@ class AsyncLedger:
                     self._reactor.removeSystemEventTrigger(trigger)
         self._startup_id = self._shutdown_id = None
         self._stop()
+        if self._per_batch:
+            remove_listener = getattr(self._ledger, "remove_batch_listener", None)
+            if remove_listener is not None:
+                remove_listener(self._wake)
+            self._per_batch = False
+            self._wake()  # outcomes of writes still running wake the reactor themselves
 
     def _stop(self) -> None:
         self._stopped = True
@@ -127,27 +150,61 @@ class AsyncLedger:
         self, method: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs
     ) -> defer.Deferred[_R]:
         """Hand a write to the ledger's committer; fire on the reactor thread when done."""
-        submit = getattr(self._ledger, "submit", None)
-        if submit is None:
+        submit_callback, submit = self._submit_callback, self._submit
+        if submit_callback is None and submit is None:
             return self._run(method, *args, **kwargs)
         if self._stopped:
             return defer.fail(RuntimeError("AsyncLedger is stopped"))
+        d: defer.Deferred[_R] = defer.Deferred()
         try:
-            future: Future[_R] = submit(method, *args, **kwargs)
+            if submit_callback is not None:
+                submit_callback(partial(self._finished, d), method, *args, **kwargs)
+            elif submit is not None:
+                future: Future[_R] = submit(method, *args, **kwargs)
+                future.add_done_callback(partial(self._future_finished, d))
         except Exception:
             return defer.fail()
-        d: defer.Deferred[_R] = defer.Deferred()
-
-        def done(f: Future[_R]) -> None:  # runs in the committer thread (or here, if done)
-            try:
-                result = f.result()
-            except (Exception, CancelledError) as exc:
-                self._reactor.callFromThread(d.errback, exc)
-            else:
-                self._reactor.callFromThread(d.callback, result)
-
-        future.add_done_callback(done)
         return d
+
+    def _finished(self, d: defer.Deferred[Any], result: Any, error: BaseException | None) -> None:
+        """In the committer thread: queue the outcome; the batch listener (:meth:`_wake`)
+        wakes the reactor once the batch is done, or this call does without one."""
+        self._ready.append((d, result, error))
+        if not self._per_batch:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Have the reactor deliver the queued outcomes, unless a delivery is already
+        pending or running (it drains what is queued meanwhile too)."""
+        if self._ready and not self._wake_pending:
+            self._wake_pending = True
+            self._reactor.callFromThread(self._deliver)
+
+    def _future_finished(self, d: defer.Deferred[Any], future: Future[Any]) -> None:
+        try:
+            result = future.result()
+        except (Exception, CancelledError) as exc:
+            self._finished(d, None, exc)
+        else:
+            self._finished(d, result, None)
+
+    def _deliver(self) -> None:
+        """On the reactor thread: fire the Deferreds of every write finished so far, and of
+        those finishing meanwhile. The flag is cleared only once the queue looked empty, and
+        the queue is looked at again after: an outcome queued in between is either seen here
+        or has scheduled another delivery."""
+        ready = self._ready
+        while True:
+            while ready:
+                d, result, error = ready.popleft()
+                if error is None:
+                    d.callback(result)
+                else:
+                    d.errback(error)
+            self._wake_pending = False
+            if not ready:
+                return
+            self._wake_pending = True
 
     # -- wallets and cards ------------------------------------------------------------------
 

@@ -12,12 +12,15 @@ request cannot keep failing its neighbours.
 previous batch was committing (up to ``max_batch``, optionally lingering ``linger`` seconds for
 more while fewer requests came than last time) and runs them as one batch. Under load the
 batch grows by itself and the commit cost (an fsync, a round trip) is shared; a lone caller is
-never delayed.
+never delayed. A finished job resolves its future, calls its callback or wakes its blocked
+caller; after each batch the :class:`Listeners` run, so that an event loop fed by callbacks
+is woken once per batch.
 """
 
 from __future__ import annotations
 
 import _thread
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -38,7 +41,7 @@ from ledger.tx import AccountMeta, Tx
 
 MAX_ATTEMPTS: Final = 4
 
-Op = Callable[[Tx], Callable[[], Any]]
+Op = Callable[..., Callable[[], Any]]
 
 
 class Hints(NamedTuple):
@@ -50,18 +53,32 @@ class Hints(NamedTuple):
     msisdns: tuple[str, ...] = ()
     iccids: tuple[str, ...] = ()
     load_ids: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()  # other accounts it moves money on (e.g. "bank")
+    #: the hints name every row the job locks: a batch of such jobs locks its accounts in
+    #: the prefetch too (and, on PostgreSQL, draws its transfer ids there), saving a round
+    #: trip; a batch with any other job locks accounts after running them, as they may lock
+    #: holders (wallets, cards) on their own and accounts are always locked last
+    complete: bool = False
 
 
 NO_HINTS: Final = Hints()
 
 
+#: called in the committer thread once a job is finished: (result, None) or (None, error)
+Callback = Callable[[Any, BaseException | None], object]
+
+
 @dataclass(eq=False, slots=True)
 class Job:
-    """One request waiting for its batch; ``future`` resolves once the batch is committed."""
+    """One request waiting for its batch: ``op(tx, *args)`` judges it and returns a thunk
+    giving its result after the flush. It finishes once its batch is committed (or failed):
+    ``future`` resolves, ``callback`` is called, a :meth:`blocking` caller wakes up."""
 
     op: Op
     hints: Hints = NO_HINTS
+    args: tuple[Any, ...] = ()
     future: Future[Any] | None = None
+    callback: Callback | None = None
     thunk: Callable[[], Any] | None = None
     result: Any = None
     error: BaseException | None = None
@@ -80,10 +97,14 @@ class Job:
         return self.future
 
     def finish(self) -> None:
-        """Publish the outcome: resolve the future, wake the waiter (once)."""
+        """Publish the outcome: resolve the future, call the callback, wake the waiter
+        (once). A callback that raises does not keep the others from their outcome."""
         if self._finished:
             return
         self._finished = True
+        if self.callback is not None:
+            with contextlib.suppress(Exception):
+                self.callback(self.result, self.error)
         if self.future is not None:
             if self.error is not None:
                 self.future.set_exception(self.error)
@@ -194,25 +215,47 @@ class Runner:
         mutex = self._db.write_mutex if conn.dialect == "sqlite" else None
         if mutex is not None:
             mutex.acquire()
+        tx: Tx | None = None
         try:
             conn.begin_write()
             # one clock reading per transaction: every request in it happens "now"
             tx = Tx(conn, self._limits, self._meta, self.now())
+            keys: list[str] = []
+            request_keys: list[str] = []
+            msisdns: list[str] = []
+            iccids: list[str] = []
+            load_ids: list[str] = []
+            accounts: list[str] = []
+            complete = True
+            for job in jobs:
+                hints = job.hints
+                if hints is not NO_HINTS:
+                    keys += hints.keys
+                    request_keys += hints.request_keys
+                    msisdns += hints.msisdns
+                    iccids += hints.iccids
+                    load_ids += hints.load_ids
+                    accounts += hints.accounts
+                complete = complete and hints.complete
             tx.prefetch(
-                keys=[k for job in jobs for k in job.hints.keys],
-                request_keys=[k for job in jobs for k in job.hints.request_keys],
-                msisdns=[m for job in jobs for m in job.hints.msisdns],
-                iccids=[i for job in jobs for i in job.hints.iccids],
-                load_ids=[i for job in jobs for i in job.hints.load_ids],
+                keys=keys,
+                request_keys=request_keys,
+                msisdns=msisdns,
+                iccids=iccids,
+                load_ids=load_ids,
+                accounts=accounts if complete else (),
+                ids=len(jobs) if complete else 0,  # most requests post one transfer
             )
             for job in jobs:
-                mark = tx.mark()
+                mark = tx.mark()  # an in-memory savepoint
                 job.thunk, job.result, job.error = None, None, None
                 try:
-                    job.thunk = job.op(tx)
+                    job.thunk = job.op(tx, *job.args)
                 except LedgerError as exc:
                     tx.undo_to(mark)
-                    job.error = exc
+                    # a refusal is raised again to its caller: its traceback here would only
+                    # tie this frame, the batch and its Tx into a cycle for the GC to break
+                    job.error = exc.with_traceback(None)
                 except _DB_ERRORS:
                     raise
                 except StorageError:
@@ -220,6 +263,8 @@ class Runner:
                 except Exception as exc:  # a bug in one request must not sink the batch
                     tx.undo_to(mark)
                     job.error = exc
+                else:
+                    tx.release(mark)
             tx.prepare()
             for job in jobs:
                 if job.thunk is not None:
@@ -229,17 +274,51 @@ class Runner:
                 conn.commit()
             tx.committed()
         finally:
+            if tx is not None:
+                tx.release(0)  # the undo log refers back to the Tx: no cycle left for the GC
             if mutex is not None:
                 mutex.release()
+
+
+class Listeners:
+    """Functions called (in the thread that finished them) after each batch of jobs is
+    finished: an event loop queues the outcomes its callbacks received and wakes once per
+    batch, not once per job. Registration is thread-safe; a listener that raises is ignored."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._all: tuple[Callable[[], object], ...] = ()
+
+    def add(self, listener: Callable[[], object]) -> None:
+        """Call ``listener()`` after every batch from now on."""
+        with self._lock:
+            self._all = (*self._all, listener)
+
+    def remove(self, listener: Callable[[], object]) -> None:
+        """Stop calling ``listener`` (no error if it was not registered)."""
+        with self._lock:
+            self._all = tuple(f for f in self._all if f != listener)
+
+    def __call__(self) -> None:
+        for listener in self._all:
+            with contextlib.suppress(Exception):
+                listener()
 
 
 class GroupCommitter:
     """The group-commit thread: batches concurrent jobs into one transaction each."""
 
     def __init__(
-        self, db: Database, runner: Runner, *, max_batch: int = 512, linger: float = 0.001
+        self,
+        db: Database,
+        runner: Runner,
+        *,
+        max_batch: int = 512,
+        linger: float = 0.001,
+        listeners: Listeners | None = None,
     ) -> None:
         self._db = db
+        self._listeners = listeners or Listeners()
         self._runner = runner
         self._max = max(1, max_batch)
         self._linger = max(0.0, linger)
@@ -298,6 +377,7 @@ class GroupCommitter:
             finally:
                 for job in batch:
                     job.finish()
+                self._listeners()
         self._drain()
 
     def _drain(self) -> None:
@@ -309,6 +389,7 @@ class GroupCommitter:
             if job is not None:
                 job.error = StorageError("the ledger is closed")
                 job.finish()
+                self._listeners()
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish the queued jobs, then stop the thread."""

@@ -15,6 +15,12 @@ Backends:
 SQL is written once with ``?`` placeholders and rewritten to ``%s`` for psycopg. Timestamps are
 aware UTC datetimes in Python; SQLite stores them as ISO-8601 text in UTC, always with
 microseconds and ``+00:00`` (so that text order is time order), PostgreSQL as ``timestamptz``.
+
+Batches: several reads go as one statement whose parts come back as JSON arrays; on
+PostgreSQL lists and rows to write travel as one JSON text parameter each (encoded by the C
+JSON encoder, unpacked by the server with ``jsonb_array_elements``; psycopg's array adapter
+would dump them element by element in Python), so statement texts do not vary with the
+batch and stay prepared.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import queue
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -86,9 +92,46 @@ _MAX_PARAMS: Final = 30_000
 Statement = tuple[str, Sequence[Any], bool]
 
 
+def _compact_json() -> Callable[[Any], str]:
+    """A JSON encoder for containers: compact, keys sorted, UTF-8 kept (not ``\\u``-escaped).
+
+    ``json.JSONEncoder.encode`` builds a new C encoder at every call, which costs more than
+    encoding a small dict; this builds it once (falling back on the pure-Python encoder)."""
+    encoder = json.JSONEncoder(
+        ensure_ascii=False, sort_keys=True, separators=(",", ":"), check_circular=False
+    )
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C accelerator
+        return encoder.encode
+    encode = make(
+        None, encoder.default, json.encoder.encode_basestring, None, ":", ",", True, False, True
+    )
+
+    def dumps(value: Any) -> str:
+        if isinstance(value, dict | list | tuple):
+            return "".join(encode(value, 0))
+        return encoder.encode(value)
+
+    return dumps
+
+
+#: JSON text of ``value``: compact, keys sorted, non-ASCII kept (the stored form of contexts
+#: and results, and the form batches of rows travel in to PostgreSQL)
+dumps: Final = _compact_json()
+
+
 @lru_cache(maxsize=512)
 def _pg_sql(sql: str) -> str:
     return sql.replace("?", "%s")
+
+
+@lru_cache(maxsize=64)
+def _pg_columns(types: tuple[str, ...], names: tuple[str, ...] | None = None) -> str:
+    """The select list unpacking a JSON row ``r`` (an array) into columns of ``types``."""
+    cols = [f"r->{i}" if t == "jsonb" else f"CAST(r->>{i} AS {t})" for i, t in enumerate(types)]
+    if names is not None:
+        cols = [f"{c} AS {n}" for c, n in zip(cols, names, strict=True)]
+    return ", ".join(cols)
 
 
 class Conn:
@@ -137,7 +180,7 @@ class Conn:
 
     def send(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False) -> None:
         """Run one statement whose result is not needed (queued inside :meth:`pipeline`);
-        ``binary``: PostgreSQL binary parameters (arrays dump much faster so)."""
+        ``binary``: PostgreSQL binary parameters."""
         if self.dialect == "sqlite":
             self.raw.execute(sql, params).close()
         else:
@@ -173,11 +216,17 @@ class Conn:
         if first is not None:
             raise first
 
-    def in_(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
-        """A ``column IN (...)`` condition and its parameters (PostgreSQL: ``= ANY(array)``, one
-        parameter, so that the statement text, parsed and prepared once, does not vary)."""
+    def in_(self, column: str, values: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+        """A ``column IN (...)`` condition on a text column and its parameters. PostgreSQL:
+        ``= ANY(ARRAY(...))`` over one JSON text parameter, so that the statement text (parsed
+        and prepared once) never varies, and the list is encoded by the C JSON encoder and
+        parsed by the server rather than dumped element by element by psycopg's Python array
+        adapter."""
         if self.dialect == "postgresql":
-            return f"{column} = ANY(?)", (list(values),)
+            return (
+                f"{column} = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(? AS jsonb))))",
+                (dumps(list(values)),),
+            )
         return f"{column} IN ({', '.join('?' * len(values))})", tuple(values)
 
     def select(self, cols: str, rest: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -192,17 +241,23 @@ class Conn:
         *,
         sends: Sequence[Statement] = (),
     ) -> list[list[tuple[Any, ...]]]:
-        """Several :meth:`select` queries, in order, after the statements ``sends`` (whose
-        results are not needed), all in one round trip on PostgreSQL. Results are read once
-        the pipeline is closed, so a failure raises once, from the pipeline."""
+        """Several :meth:`select` queries after the statements ``sends`` (whose results are
+        not needed), in one round trip on PostgreSQL. Several queries travel as one
+        statement, ``SELECT (q1), (q2), ...``, each aggregated into a JSON array: they run
+        in that order (row locks taken by ``FOR UPDATE`` in one are held when the next
+        runs), for the cost of one statement in the client, and on SQLite one release of
+        the GIL instead of one per query. Results are read once the pipeline is closed, so
+        a failure raises once, from the pipeline."""
         if self.dialect == "sqlite":
             for sql, params, _binary in sends:
                 self.send(sql, params)
-            out = []
-            for cols, rest, params in queries:
-                row = self.one(f"SELECT json_group_array(json_array({cols})) {rest}", params)
-                out.append([] if row is None or row[0] is None else json.loads(row[0]))
-            return [[tuple(r) for r in rows] for rows in out]
+            if not queries:
+                return []
+            parts = [f"(SELECT json_group_array(json_array({c})) {r})" for c, r, _p in queries]
+            row = self.one(f"SELECT {', '.join(parts)}", [p for _c, _r, ps in queries for p in ps])
+            if row is None:
+                raise StorageError("the database returned no row for a batch read")
+            return [[] if v is None else [tuple(r) for r in json.loads(v)] for v in row]
         if self._pipe is not None:
             raise RuntimeError("results are read after the pipeline, not inside it")
         if len(queries) == 1 and not sends and self._begin is None:
@@ -211,13 +266,30 @@ class Conn:
         with self.pipeline():
             for sql, params, binary in sends:
                 self._pg(sql, params, binary=binary)
-            cursors = [self._pg(f"SELECT {cols} {rest}", params) for cols, rest, params in queries]
-        return [cur.fetchall() for cur in cursors]
+            if len(queries) == 1:
+                cols, rest, params = queries[0]
+                cursor = self._pg(f"SELECT {cols} {rest}", params)
+            elif queries:
+                parts = [
+                    f"(SELECT COALESCE(json_agg(q.j), '[]') FROM "  # noqa: S608 - constant SQL
+                    f"(SELECT json_build_array({c}) AS j {r}) AS q)"
+                    for c, r, _p in queries
+                ]
+                params = [p for _c, _r, ps in queries for p in ps]
+                cursor = self._pg(f"SELECT {', '.join(parts)}", params)
+        if not queries:
+            return []
+        if len(queries) == 1:
+            return [cursor.fetchall()]
+        row = cursor.fetchone()
+        if row is None:
+            raise StorageError("the database returned no row for a batch read")
+        return [[tuple(r) for r in part] for part in row]
 
     def insert_rows(
         self,
         prefix: str,
-        types: Sequence[str],
+        types: tuple[str, ...],
         rows: Sequence[Sequence[Any]],
         suffix: str = "",
     ) -> None:
@@ -228,22 +300,24 @@ class Conn:
     def insert_statements(
         self,
         prefix: str,
-        types: Sequence[str],
+        types: tuple[str, ...],
         rows: Sequence[Sequence[Any]],
         suffix: str = "",
     ) -> list[Statement]:
-        """The statements of :meth:`insert_rows`. ``types`` are the columns' SQL types:
-        PostgreSQL gets one array per column and ``SELECT * FROM unnest(...)``, a statement
-        text that never varies (parsed and prepared once) whatever the number of rows."""
+        """The statements of :meth:`insert_rows`. ``types`` are the columns' SQL types.
+        PostgreSQL: the rows travel as one JSON array of arrays (:meth:`row_ts` and
+        :meth:`row_json` values), unpacked by ``jsonb_array_elements``: one parameter, encoded
+        in C, and a statement text that never varies (parsed and prepared once) whatever the
+        number of rows. SQLite: multi-row ``VALUES``."""
         if not rows:
             return []
         if self.dialect == "postgresql":
-            arrays = ", ".join(f"CAST(? AS {t}[])" for t in types)
             return [
                 (
-                    f"{prefix} SELECT * FROM unnest({arrays}){suffix}",  # noqa: S608 - constant
-                    [list(column) for column in zip(*rows, strict=True)],
-                    True,
+                    f"{prefix} SELECT {_pg_columns(types)} "  # noqa: S608 - constant SQL
+                    f"FROM jsonb_array_elements(CAST(? AS jsonb)) AS r{suffix}",
+                    (dumps(rows),),
+                    False,
                 )
             ]
         template = f"({', '.join('?' * len(types))})"
@@ -262,37 +336,72 @@ class Conn:
         table: str,
         key: str,
         cols: Sequence[str],
-        types: Sequence[str],
+        types: tuple[str, ...],
         rows: Sequence[Sequence[Any]],
         *,
         increment: bool = False,
     ) -> None:
         """Set (or with ``increment`` add to) ``cols`` of the rows whose ``key`` is each row's
-        first value, in one statement (SQLite: ``UPDATE ... FROM (VALUES ...)``; PostgreSQL:
-        ``UPDATE ... FROM unnest(arrays)``). ``types``: the SQL types of key and columns."""
+        first value, in one statement (see :meth:`update_statements`)."""
+        for sql, params, binary in self.update_statements(
+            table, key, cols, types, rows, increment=increment
+        ):
+            self.send(sql, params, binary=binary)
+
+    def update_statements(
+        self,
+        table: str,
+        key: str,
+        cols: Sequence[str],
+        types: tuple[str, ...],
+        rows: Sequence[Sequence[Any]],
+        *,
+        increment: bool = False,
+    ) -> list[Statement]:
+        """The statements of :meth:`update_rows` (SQLite: ``UPDATE ... FROM (VALUES ...)``;
+        PostgreSQL: ``UPDATE ... FROM`` the rows as one JSON parameter, as
+        :meth:`insert_statements`). ``types``: the SQL types of key and columns."""
         if not rows:
-            return
+            return []
         plus = f"{table}.{{c}} + " if increment else ""
         if self.dialect == "postgresql":
             sets = ", ".join(f"{c} = {plus.format(c=c)}v.{c}" for c in cols)
-            arrays = ", ".join(f"CAST(? AS {t}[])" for t in types)
-            self.send(
-                f"UPDATE {table} SET {sets} FROM unnest({arrays}) "  # noqa: S608 - constant names
-                f"AS v({key}, {', '.join(cols)}) WHERE {table}.{key} = v.{key}",
-                [list(column) for column in zip(*rows, strict=True)],
-                binary=True,
-            )
-            return
+            return [
+                (
+                    f"UPDATE {table} SET {sets} FROM (SELECT {_pg_columns(types, (key, *cols))} "  # noqa: S608 - constant names
+                    f"FROM jsonb_array_elements(CAST(? AS jsonb)) AS r) AS v "
+                    f"WHERE {table}.{key} = v.{key}",
+                    (dumps(rows),),
+                    False,
+                )
+            ]
         sets = ", ".join(f"{c} = {plus.format(c=c)}v.column{i + 2}" for i, c in enumerate(cols))
         template = f"({', '.join('?' * (len(cols) + 1))})"
         per = max(1, _MAX_PARAMS // (len(cols) + 1))
-        for start in range(0, len(rows), per):
-            chunk = rows[start : start + per]
-            self.send(
+        return [
+            (
                 f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([template] * len(chunk))}) "  # noqa: S608
                 f"AS v WHERE {table}.{key} = v.column1",
                 [value for row in chunk for value in row],
+                False,
             )
+            for chunk in (rows[i : i + per] for i in range(0, len(rows), per))
+        ]
+
+    def send_together(self, statements: Sequence[Statement]) -> None:
+        """Run data-changing statements whose order does not matter (they touch different
+        rows, none waits on another's unique key): PostgreSQL runs them as one statement
+        (the others as ``WITH`` clauses of the last), which saves their per-statement cost
+        in the client; SQLite one by one."""
+        if self.dialect == "sqlite" or len(statements) <= 1:
+            for sql, params, binary in statements:
+                self.send(sql, params, binary=binary)
+            return
+        *first, (last_sql, last_params, _binary) = statements
+        ctes = ", ".join(f"w{i} AS ({sql})" for i, (sql, _p, _b) in enumerate(first))
+        params = [p for _sql, ps, _b in first for p in ps]
+        params.extend(last_params)
+        self.send(f"WITH {ctes} {last_sql}", params)
 
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each parameter tuple (pipelined on PostgreSQL)."""
@@ -349,6 +458,20 @@ class Conn:
             if value.tzinfo is not UTC:
                 value = value.astimezone(UTC)
             return value.isoformat(timespec="microseconds")
+        return value
+
+    def row_ts(self, value: datetime) -> str:
+        """A timestamp inside rows written by :meth:`insert_rows` / :meth:`update_rows`: ISO
+        8601 text in UTC with microseconds (SQLite stores it so; PostgreSQL casts it)."""
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        return value.isoformat(timespec="microseconds")
+
+    def row_json(self, value: Any) -> Any:
+        """A JSON column value inside rows written by :meth:`insert_rows`: its text on SQLite;
+        on PostgreSQL the value itself (it travels nested in the rows' JSON)."""
+        if self.dialect == "sqlite":
+            return dumps(value)
         return value
 
     def from_ts(self, value: Any) -> datetime:

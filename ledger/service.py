@@ -5,8 +5,10 @@ in write transactions (:mod:`ledger.commit`): with ``group_commit`` (the default
 thread batches concurrent requests into one transaction, each request still atomic and
 individually accepted or refused, and a call returns only once its transaction is committed.
 Without it, each call runs its own transaction on a pooled connection (the bench compares the
-two). Reads run on read-only snapshots. Methods block; the Twisted gateway calls them from a
-thread pool (``ledger.asyncapi``). All methods are thread-safe.
+two). Reads run on read-only snapshots. Methods block; without blocking, ``submit`` gives a
+future and ``submit_callback`` calls back (what :mod:`ledger.asyncapi`, the Twisted gateway's
+face of the ledger, uses for writes, with a batch listener to wake the reactor once per
+batch; reads go to a thread pool). All methods are thread-safe.
 
 Errors: a refusal raises a :class:`~ledger.errors.LedgerError` and posts nothing; a database
 failure raises :class:`~ledger.errors.StorageError` (outcome unknown: retry with the same key).
@@ -23,7 +25,7 @@ from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from ledger import ops, reads
-from ledger.commit import NO_HINTS, GroupCommitter, Hints, Job, Op, Runner
+from ledger.commit import NO_HINTS, GroupCommitter, Hints, Job, Listeners, Op, Runner
 from ledger.db import Conn, Database, redact_url
 from ledger.errors import LedgerError, StorageError
 from ledger.limits import Limits
@@ -72,12 +74,18 @@ _WRITE_METHODS: Final = frozenset(
 DEFAULT_LIMITS = Limits()
 #: the largest batch: keeps every statement of a batch within SQLite's bound parameters
 MAX_BATCH: Final = 4096
+_IN_FLIGHT: Final = (ops.IN_FLIGHT,)
 
 
 def _msisdns(msisdn: object) -> tuple[str, ...]:
     """A prefetch hint from a raw MSISDN (normalized as the operations do; anything odd is
     dropped: the operation validates and reads it itself)."""
     return (msisdn.removeprefix("+"),) if isinstance(msisdn, str) else ()
+
+
+def _iccids(iccid: object) -> tuple[str, ...]:
+    """A prefetch hint from a raw ICCID, normalized as the operations do (upper case)."""
+    return (iccid.upper(),) if isinstance(iccid, str) else ()
 
 
 def _strs(*values: object) -> tuple[str, ...]:
@@ -107,8 +115,11 @@ class Ledger:
         self._clock = clock
         self._meta: dict[str, AccountMeta] = {}
         self._runner = Runner(db, limits, clock, self._meta)
+        self._listeners = Listeners()
         self._committer = (
-            GroupCommitter(db, self._runner, max_batch=max_batch, linger=linger)
+            GroupCommitter(
+                db, self._runner, max_batch=max_batch, linger=linger, listeners=self._listeners
+            )
             if group_commit
             else None
         )
@@ -189,10 +200,11 @@ class Ledger:
         self.close()
 
     # -- plumbing ------------------------------------------------------------------------
-    def _write(self, op: Op, hints: Hints = NO_HINTS) -> Any:
+    def _write(self, op: Op, args: tuple[Any, ...], hints: Hints = NO_HINTS) -> Any:
+        """Run ``op(tx, *args)`` in a write transaction (or hand it to ``submit``)."""
         if self._closed:
             raise StorageError("the ledger is closed")
-        job = Job(op, hints)
+        job = Job(op, hints, args)
         capture = _CAPTURE.get()
         if capture is not None:  # inside submit(): hand the job over, do not run it here
             capture.append(job)
@@ -210,6 +222,7 @@ class Ledger:
         except BaseException as exc:  # the pool could not give a connection
             self._runner.fail([job], exc)
         job.finish()
+        self._listeners()
 
     def submit(
         self, method: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
@@ -220,8 +233,46 @@ class Ledger:
         committed, or with the refusal. Validation errors are raised through the future too.
         With group commit this is how an event loop keeps many requests in one batch without
         a thread per request; without it the write runs on a small internal thread pool."""
-        name = getattr(method, "__name__", "")
-        if getattr(method, "__self__", None) is not self or name not in _WRITE_METHODS:
+        job = self._capture(method, args, kwargs)
+        future = job.with_future()
+        self._enqueue(job)
+        return cast("Future[_T]", future)
+
+    def submit_callback(
+        self,
+        callback: Callable[[_T | None, BaseException | None], object],
+        method: Callable[_P, _T],
+        /,
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> None:
+        """:meth:`submit` without a Future: ``callback(result, None)`` or ``callback(None,
+        error)`` is called once the write is committed or refused, in the committer thread
+        (keep it short: the batch's other callers wait for it; an exception it raises is
+        dropped). This is the cheapest way in: what an event loop uses to keep thousands of
+        requests in flight (:class:`ledger.asyncapi.AsyncLedger` does)."""
+        job = self._capture(method, args, kwargs)
+        job.callback = callback
+        self._enqueue(job)
+
+    def add_batch_listener(self, listener: Callable[[], object]) -> None:
+        """Call ``listener()`` after the callbacks of every batch of writes (in the thread
+        that ran them; one call per job without group commit). With
+        :meth:`submit_callback`, an event loop queues outcomes in its callbacks and wakes
+        itself once per batch in the listener."""
+        self._listeners.add(listener)
+
+    def remove_batch_listener(self, listener: Callable[[], object]) -> None:
+        """Stop calling ``listener`` after each batch."""
+        self._listeners.remove(listener)
+
+    def _capture(
+        self, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Job:
+        """The job ``method(*args, **kwargs)`` would run, without running it."""
+        if getattr(method, "__self__", None) is not self or (
+            getattr(method, "__name__", "") not in _WRITE_METHODS
+        ):
             raise TypeError(f"submit() takes a write method of this ledger, not {method!r}")
         captured: list[Job] = []
         token = _CAPTURE.set(captured)
@@ -229,16 +280,16 @@ class Ledger:
             method(*args, **kwargs)
         finally:
             _CAPTURE.reset(token)
-        (job,) = captured
-        future = job.with_future()
+        return captured[0]
+
+    def _enqueue(self, job: Job) -> None:
         if self._committer is not None:
             self._committer.submit(job)
-        else:
-            with self._pool_lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="ledger")
-            self._pool.submit(self._run_alone, job)
-        return cast("Future[_T]", future)
+            return
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="ledger")
+        self._pool.submit(self._run_alone, job)
 
     def _read(self, fn: Callable[[Conn], _T]) -> _T:
         if self._closed:
@@ -269,15 +320,11 @@ class Ledger:
         self, msisdn: str, id_number: str, *, request_id: str | None = None
     ) -> WalletView:
         """Open a wallet (cash account at 0) for ``msisdn``; WalletExists if one is open."""
-        return cast(
-            WalletView, self._write(lambda tx: ops.open_wallet(tx, msisdn, id_number, request_id))
-        )
+        return cast(WalletView, self._write(ops.open_wallet, (msisdn, id_number, request_id)))
 
     def enable_card(self, msisdn: str, iccid: str, *, request_id: str | None = None) -> WalletView:
         """Enable the RF-SIM card ``iccid`` on the wallet (which must have no active card)."""
-        return cast(
-            WalletView, self._write(lambda tx: ops.enable_card(tx, msisdn, iccid, request_id))
-        )
+        return cast(WalletView, self._write(ops.enable_card, (msisdn, iccid, request_id)))
 
     def deposit(
         self,
@@ -291,17 +338,14 @@ class Ledger:
     ) -> TransferView:
         """Deposit ``amount`` fen to the cash account from ``source`` (hall, bank, voucher);
         a hall deposit needs ``teller`` and ``hall``."""
+        key = (f"req:{request_id}",)
+        source_account = (f"hall:{hall}",) if source == "hall" else _strs(source)
         return cast(
             TransferView,
             self._write(
-                lambda tx: ops.deposit(
-                    tx, msisdn, amount, source, request_id=request_id, teller=teller, hall=hall
-                ),
-                Hints(
-                    keys=(f"req:{request_id}",),
-                    request_keys=(f"req:{request_id}",),
-                    msisdns=_msisdns(msisdn),
-                ),
+                ops.deposit,
+                (msisdn, amount, source, request_id, teller, hall),
+                Hints(key, key, _msisdns(msisdn), accounts=source_account, complete=True),
             ),
         )
 
@@ -319,17 +363,7 @@ class Ledger:
         from the old card) or forfeited (``None``: the card is lost)."""
         return cast(
             WalletView,
-            self._write(
-                lambda tx: ops.swap_card(
-                    tx,
-                    msisdn,
-                    new_iccid,
-                    old_balance=old_balance,
-                    request_id=request_id,
-                    teller=teller,
-                    hall=hall,
-                )
-            ),
+            self._write(ops.swap_card, (msisdn, new_iccid, old_balance, request_id, teller, hall)),
         )
 
     def close_wallet(
@@ -345,16 +379,7 @@ class Ledger:
         was read (``card_balance``), forfeited otherwise."""
         return cast(
             CloseView,
-            self._write(
-                lambda tx: ops.close_wallet(
-                    tx,
-                    msisdn,
-                    request_id=request_id,
-                    teller=teller,
-                    hall=hall,
-                    card_balance=card_balance,
-                )
-            ),
+            self._write(ops.close_wallet, (msisdn, request_id, teller, hall, card_balance)),
         )
 
     # -- two-phase top-up ----------------------------------------------------------------
@@ -373,17 +398,16 @@ class Ledger:
         return cast(
             LoadView,
             self._write(
-                lambda tx: ops.reserve_load(
-                    tx,
-                    msisdn,
-                    iccid,
-                    amount,
-                    card_balance=card_balance,
-                    online_counter=online_counter,
-                    key=key,
-                    channel=channel,
+                ops.reserve_load,
+                (msisdn, iccid, amount, card_balance, online_counter, key, channel),
+                Hints(
+                    (f"load:{key}",),
+                    (),
+                    _msisdns(msisdn),
+                    _iccids(iccid),
+                    accounts=_IN_FLIGHT,
+                    complete=True,
                 ),
-                Hints(keys=(f"load:{key}",), msisdns=_msisdns(msisdn), iccids=_strs(iccid)),
             ),
         )
 
@@ -391,21 +415,31 @@ class Ledger:
         """The card loaded: in flight -> card purse (idempotent)."""
         return cast(
             LoadView,
-            self._write(lambda tx: ops.post_load(tx, load_id), Hints(load_ids=_strs(load_id))),
+            self._write(
+                ops.post_load,
+                (load_id,),
+                Hints(load_ids=_strs(load_id), accounts=_IN_FLIGHT, complete=True),
+            ),
         )
 
     def void_load(self, load_id: str) -> LoadView:
         """The card did not load: in flight -> cash (idempotent)."""
         return cast(
             LoadView,
-            self._write(lambda tx: ops.void_load(tx, load_id), Hints(load_ids=_strs(load_id))),
+            self._write(
+                ops.void_load,
+                (load_id,),
+                Hints(load_ids=_strs(load_id), accounts=_IN_FLIGHT, complete=True),
+            ),
         )
 
     def mark_in_doubt(self, load_id: str) -> LoadView:
         """No proof yet: the load stays in flight, in doubt."""
         return cast(
             LoadView,
-            self._write(lambda tx: ops.mark_in_doubt(tx, load_id), Hints(load_ids=_strs(load_id))),
+            self._write(
+                ops.mark_in_doubt, (load_id,), Hints(load_ids=_strs(load_id), complete=True)
+            ),
         )
 
     def pending_loads(self, iccid: str | None = None) -> list[LoadView]:
@@ -416,7 +450,7 @@ class Ledger:
     # -- merchants and purchases ---------------------------------------------------------
     def open_merchant(self, merchant_id: str, name: str, *, currency: str = "CNY") -> None:
         """Open a merchant with a payable account (idempotent for the same details)."""
-        self._write(lambda tx: ops.open_merchant(tx, merchant_id, name, currency))
+        self._write(ops.open_merchant, (merchant_id, name, currency))
 
     def purchase(
         self,
@@ -433,16 +467,14 @@ class Ledger:
         return cast(
             TransferView,
             self._write(
-                lambda tx: ops.purchase(
-                    tx,
-                    iccid,
-                    merchant_id,
-                    amount,
-                    offline_counter=offline_counter,
-                    terminal_id=terminal_id,
-                    at=at,
+                ops.purchase,
+                (iccid, merchant_id, amount, offline_counter, terminal_id, at),
+                Hints(
+                    tuple(f"pos:{i}:{offline_counter}" for i in _iccids(iccid)),
+                    iccids=_iccids(iccid),
+                    accounts=(f"merchant:{merchant_id}",),
+                    complete=True,
                 ),
-                Hints(keys=(f"pos:{iccid}:{offline_counter}",), iccids=_strs(iccid)),
             ),
         )
 

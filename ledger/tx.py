@@ -4,37 +4,41 @@ Operations read the rows they need through :class:`Tx` (cached for the batch; on
 each row is read ``FOR UPDATE``, on SQLite the transaction holds the write lock), judge the
 request in Python, and record their changes in memory. Every in-memory change goes through
 :class:`Tx` and is logged, so :meth:`Tx.mark` / :meth:`Tx.undo_to` give each request the effect of
-a SAVEPOINT at no database cost: a refused request is undone and leaves nothing behind.
+a SAVEPOINT at no database cost: a refused request is undone and leaves nothing behind, and
+:meth:`Tx.release` drops the log of one that stood.
 
-A batch costs a constant number of round trips, whatever its size (round trips, and on SQLite
-every row stepped through, release the GIL, which the many threads calling the ledger then
-fight over): :meth:`Tx.prefetch` reads and locks what the batch's requests announced, in one
-pipeline; :meth:`Tx.prepare` creates new accounts, allocates the transfer ids and reads the
-remaining touched balances under lock; :meth:`Tx.write` sends every change as multi-row
-statements (balance deltas ``balance = balance + delta`` in account-id order, the journal rows,
-the stored first results), pipelined with the caller's COMMIT.
+A batch costs a constant number of round trips and statements, whatever its size (round trips,
+and on SQLite every statement, release the GIL, which the threads of the process then fight
+over): :meth:`Tx.prefetch` reads and locks what the batch's requests announced in one
+statement (transfers and stored results by key, wallets with their cash accounts, cards with
+their purses, loads, other accounts; on PostgreSQL then the transfer ids); :meth:`Tx.prepare`
+creates new accounts and locks whatever the prefetch did not (and allocates the ids then);
+:meth:`Tx.write` sends every change as multi-row statements (balance deltas ``balance = balance
++ delta``, the journal rows, the stored first results), pipelined with the caller's COMMIT.
 
-Transfer ids are allocated in :meth:`Tx.prepare` (SQLite: after ``MAX(id)`` under the write
-lock; PostgreSQL: from the identity sequence) while every row the batch touches is locked, so
-for one account ids increase in commit order and "newest first" is "highest id first". Each
-side's balance after a transfer is computed from the balances read under lock.
+Transfer ids are drawn (SQLite: after ``MAX(id)`` under the write lock; PostgreSQL: from the
+identity sequence) only once every account the batch moves money on is locked, so for one
+account ids increase in commit order and "newest first" is "highest id first". Each side's
+balance after a transfer is computed from the balances read under lock.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Final
 
 from ledger.db import Conn
 from ledger.errors import StorageError
 from ledger.limits import Limits, check_currency, check_funds
 from ledger.schema import NON_NEGATIVE_KINDS
-from ledger.views import View, decode_view, encode_view
+from ledger.views import TransferView, View, decode_view, encode_view
 
 _FUNDS_LABEL: Final = {"cash": "cash account", "card": "card purse", "merchant": "merchant account"}
+_NON_NEGATIVE: Final = frozenset(NON_NEGATIVE_KINDS)
+_ABSENT: Final[Any] = object()
 
 AccountMeta = tuple[str, str]  # (kind, currency): immutable, cacheable across transactions
 
@@ -134,6 +138,19 @@ class TransferRow:
     debit_balance: int = 0
     credit_balance: int = 0
 
+    def view(self) -> TransferView:
+        """The row as a view (after the flush gave it its id)."""
+        return TransferView(
+            self.id,
+            self.code,
+            self.amount,
+            self.debit,
+            self.credit,
+            self.key,
+            self.created_at,
+            self.context,
+        )
+
 
 _UNSET: Final[Any] = object()
 
@@ -169,6 +186,18 @@ _T_COLS: Final = (
 )
 _W_COLS_W: Final = ", ".join(f"w.{c.strip()}" for c in _W_COLS.split(","))
 _C_COLS_C: Final = ", ".join(f"c.{c.strip()}" for c in _C_COLS.split(","))
+_NEXTVAL: Final = "nextval(pg_get_serial_sequence('transfers', 'id'))"
+#: journal rows and stored results by key, in one statement: a source tag, then the
+#: transfer columns (a stored result fills key, op as code, request_hash, result as context)
+_U_NAMES: Final = tuple(f"c{i}" for i in range(1, 12))
+_U_COLS: Final = "src, " + ", ".join(_U_NAMES)
+_T_COLS_U: Final = ", ".join(
+    f"{c.strip()} AS {n}" for c, n in zip(_T_COLS.split(","), _U_NAMES, strict=True)
+)
+_R_COLS_U: Final = (
+    "NULL AS c1, op AS c2, NULL AS c3, NULL AS c4, NULL AS c5, NULL AS c6, key AS c7, "
+    "request_hash AS c8, result AS c9, NULL AS c10, NULL AS c11"
+)
 _L_COLS: Final = (
     "id, key, wallet_id, msisdn, iccid, amount, state, online_counter, channel, day, "
     "created_at, updated_at"
@@ -195,6 +224,10 @@ class Tx:
         self._requests: dict[str, RequestRow | None] = {}
         self._transfers: list[TransferRow] = []
         self._by_key: dict[str, TransferRow | None] = {}
+        #: accounts whose balance the prefetch read under lock (before any id was allocated)
+        self._early: set[str] = set()
+        #: PostgreSQL: transfer ids allocated by the prefetch after its locks, ascending
+        self._ids: list[int] = []
         self._new: dict[str, list[Any]] = {
             "accounts": [],
             "wallets": [],
@@ -203,22 +236,29 @@ class Tx:
             "loads": [],
             "requests": [],
         }
-        self._undo: list[Callable[[], None]] = []
+        #: the change log: one undo function per change (see :meth:`mark`)
+        self.undo_log: list[Callable[[], None]] = []
 
     # -- savepoints (in memory) ----------------------------------------------------------
     def mark(self) -> int:
         """A savepoint: the current length of the change log."""
-        return len(self._undo)
+        return len(self.undo_log)
 
     def undo_to(self, mark: int) -> None:
         """Undo every change made since ``mark``."""
-        while len(self._undo) > mark:
-            self._undo.pop()()
+        while len(self.undo_log) > mark:
+            self.undo_log.pop()()
+
+    def release(self, mark: int) -> None:
+        """Keep every change made since ``mark``: forget how to undo them (a request that
+        stood needs no savepoint any more; the entries also refer back to this Tx, a cycle
+        only the garbage collector would otherwise break)."""
+        del self.undo_log[mark:]
 
     def set(self, row: Any, **changes: Any) -> None:
         """Change fields of a cached row (logged)."""
         for name, value in changes.items():
-            self._undo.append(_restore(row, name, getattr(row, name)))
+            self.undo_log.append(_restore(row, name, getattr(row, name)))
             setattr(row, name, value)
         if hasattr(row, "dirty"):
             row.dirty = True
@@ -232,12 +272,12 @@ class Tx:
             else:
                 cache.pop(key, None)
 
-        self._undo.append(undo)
+        self.undo_log.append(undo)
         cache[key] = value
 
     def _append(self, items: list[Any], item: Any) -> None:
         items.append(item)
-        self._undo.append(items.pop)
+        self.undo_log.append(items.pop)
 
     # -- reads ---------------------------------------------------------------------------
     def _wallet_from(self, row: tuple[Any, ...]) -> WalletRow:
@@ -245,16 +285,16 @@ class Tx:
         if cached is not None:
             return cached
         wallet = WalletRow(
-            id=row[0],
-            msisdn=row[1],
-            id_number=row[2],
-            state=row[3],
-            cash_account=row[4],
-            card_iccid=row[5],
-            topup_day=row[6],
-            topup_count=int(row[7]),
-            created_at=row[8],  # as stored: only new rows are written
-            closed_at=self.conn.from_ts(row[9]) if row[9] is not None else None,
+            row[0],  # id
+            row[1],  # msisdn
+            row[2],  # id_number
+            row[3],  # state
+            row[4],  # cash_account
+            row[5],  # card_iccid
+            row[6],  # topup_day
+            int(row[7]),  # topup_count
+            row[8],  # created_at, as stored: only new rows are written
+            self.conn.from_ts(row[9]) if row[9] is not None else None,  # closed_at
         )
         self._wallets[wallet.id] = wallet
         return wallet
@@ -331,13 +371,18 @@ class Tx:
         row = self.conn.one("SELECT wallet_id, iccid FROM loads WHERE id = ?", (load_id,))
         return None if row is None else (str(row[0]), str(row[1]))
 
-    def load(self, load_id: str) -> LoadRow | None:
-        """The load (locked), or None."""
+    def load(self, load_id: str, *, lock: bool = True) -> LoadRow | None:
+        """The load (locked), or None. Without ``lock``: a read of its immutable fields for a
+        view, neither locked nor cached (unless the batch already holds it)."""
         if load_id in self._loads:
             return self._loads[load_id]
-        row = self.conn.one(f"SELECT {_L_COLS} FROM loads WHERE id = ?{self._lock}", (load_id,))  # noqa: S608 - constant SQL, values bound
+        row = self.conn.one(
+            f"SELECT {_L_COLS} FROM loads WHERE id = ?{self._lock if lock else ''}",  # noqa: S608 - constant SQL, values bound
+            (load_id,),
+        )
         load = None if row is None else self._load_from(row)
-        self._loads[load_id] = load
+        if lock:
+            self._loads[load_id] = load
         return load
 
     def _load_from(self, row: tuple[Any, ...]) -> LoadRow:
@@ -388,12 +433,18 @@ class Tx:
         msisdns: Iterable[str] = (),
         iccids: Iterable[str] = (),
         load_ids: Iterable[str] = (),
+        accounts: Iterable[str] = (),
+        ids: int = 0,
     ) -> None:
         """Read (and lock) in one round trip the rows a batch is going to need: transfers and
         requests by key, wallets with their cash accounts (open ones by MSISDN, and those of
-        the loads), cards with their purses (by ICCID, and those of the loads), loads. Locks
-        are taken table by table in key order, the order every operation takes them, so
-        concurrent batches do not deadlock on these rows. Misses are cached too."""
+        the loads), cards with their purses (by ICCID, and those of the loads), loads, other
+        accounts by id. Locks are taken table by table in key order, the order every operation
+        takes them, so concurrent batches do not deadlock on these rows. Misses are cached too.
+
+        PostgreSQL: then, with those locks held, ``ids`` transfer ids are drawn from the
+        sequence (:meth:`prepare` uses them if every account the batch moves money on was
+        locked here, and no new account is created; otherwise it allocates anew)."""
         conn, lock = self.conn, self._lock
         wallet_ids: set[str] = set()
         iccids = set(iccids)
@@ -409,29 +460,35 @@ class Tx:
         handlers: list[Callable[[list[tuple[Any, ...]]], None]] = []
 
         key_wanted = sorted(set(keys) - self._by_key.keys())
-        if key_wanted:
-            cond, params = conn.in_("key", key_wanted)
-            queries.append((_T_COLS, f"FROM transfers WHERE {cond}", params))
+        req_wanted = sorted(set(request_keys) - self._requests.keys())
+        if key_wanted or req_wanted:
+            # one statement for both: journal rows by key, and stored first results by key
+            parts: list[str] = []
+            params = ()
+            if key_wanted:
+                cond, more = conn.in_("key", key_wanted)
+                parts.append(f"SELECT 't' AS src, {_T_COLS_U} FROM transfers WHERE {cond}")  # noqa: S608
+                params += more
+            if req_wanted:
+                cond, more = conn.in_("key", req_wanted)
+                parts.append(f"SELECT 'r' AS src, {_R_COLS_U} FROM requests WHERE {cond}")  # noqa: S608
+                params += more
+            queries.append((_U_COLS, f"FROM ({' UNION ALL '.join(parts)}) AS u", params))
 
-            def got_transfers(rows: list[tuple[Any, ...]]) -> None:
+            def got_keys(rows: list[tuple[Any, ...]]) -> None:
                 for key in key_wanted:
                     self._by_key[key] = None
-                for row in rows:
-                    self._by_key[str(row[6])] = self._transfer_from(row)
-
-            handlers.append(got_transfers)
-        req_wanted = sorted(set(request_keys) - self._requests.keys())
-        if req_wanted:
-            cond, params = conn.in_("key", req_wanted)
-            queries.append(("key, op, request_hash, result", f"FROM requests WHERE {cond}", params))
-
-            def got_requests(rows: list[tuple[Any, ...]]) -> None:
                 for key in req_wanted:
                     self._requests[key] = None
-                for key, op, rhash, result in rows:
-                    self._requests[key] = RequestRow(key, op, rhash, stored=conn.from_json(result))
+                for row in rows:
+                    if row[0] == "t":
+                        self._by_key[str(row[7])] = self._transfer_from(row[1:])
+                    else:
+                        self._requests[row[7]] = RequestRow(
+                            row[7], row[2], row[8], stored=conn.from_json(row[9])
+                        )
 
-            handlers.append(got_requests)
+            handlers.append(got_keys)
         msisdn_wanted = sorted(set(msisdns) - self._open_by_msisdn.keys())
         id_wanted = sorted(wallet_ids - self._wallets.keys())
         if msisdn_wanted or id_wanted:
@@ -496,16 +553,49 @@ class Tx:
                     self._loads[str(row[0])] = self._load_from(row)
 
             handlers.append(got_loads)
+        account_wanted = sorted(
+            a
+            for a in set(accounts)
+            if (acc := self._accounts.get(a)) is None or acc.balance is None
+        )
+        if account_wanted:
+            cond, params = conn.in_("id", account_wanted)
+            queries.append(
+                (
+                    "id, kind, currency, balance",
+                    f"FROM accounts WHERE {cond} ORDER BY id{lock}",
+                    params,
+                )
+            )
+
+            def got_accounts(rows: list[tuple[Any, ...]]) -> None:
+                for row in rows:
+                    self._account_from(str(row[0]), row[1:])
+
+            handlers.append(got_accounts)
+        if ids > 0 and conn.dialect == "postgresql":
+            queries.append((_NEXTVAL, "FROM generate_series(1, ?)", (ids,)))
+
+            def got_ids(rows: list[tuple[Any, ...]]) -> None:
+                self._ids = sorted(int(r[0]) for r in rows)
+
+            handlers.append(got_ids)
         if queries:
             for handler, rows in zip(handlers, conn.select_many(queries), strict=True):
                 handler(rows)
 
     def _account_from(self, account_id: str, row: Sequence[Any]) -> None:
-        """Cache an account read under lock (kind, currency, balance)."""
+        """Cache an account read under lock by the prefetch (kind, currency, balance)."""
         kind, currency, balance = row
-        self._meta[account_id] = (kind, currency)
-        if self._accounts.get(account_id) is None:
+        if account_id not in self._meta:
+            self._meta[account_id] = (kind, currency)
+        acc = self._accounts.get(account_id)
+        if acc is None:
             self._accounts[account_id] = AccountRow(account_id, kind, currency, int(balance))
+            self._early.add(account_id)
+        elif acc.balance is None:  # known (kind and currency) but not read under lock yet
+            acc.balance = int(balance) + acc.delta
+            self._early.add(account_id)
 
     def request(self, key: str, *, fresh: bool = False) -> RequestRow | None:
         """The stored first result of a keyed request, or None. ``fresh`` reads past this
@@ -530,7 +620,10 @@ class Tx:
                 acc = AccountRow(account_id, meta[0], meta[1], None)
                 self._accounts[account_id] = acc
                 return acc
-        sql = f"SELECT kind, currency, balance FROM accounts WHERE id = ?{self._lock}"  # noqa: S608
+        # kind and currency never change: only a read of the balance takes the row lock
+        sql = (
+            f"SELECT kind, currency, balance FROM accounts WHERE id = ?{self._lock if lock else ''}"  # noqa: S608
+        )
         row = self.conn.one(sql, (account_id,))
         if row is None:
             return None
@@ -620,93 +713,105 @@ class Tx:
                 credit=credit.id,
                 credit_currency=credit.currency,
             )
-        if debit.kind in NON_NEGATIVE_KINDS:
+        if debit.kind in _NON_NEGATIVE:
             if debit.balance is not None:
-                check_funds(
-                    what=_FUNDS_LABEL.get(debit.kind, debit.id),
-                    balance=debit.balance,
-                    amount=amount,
-                )
+                if debit.balance < amount:
+                    check_funds(
+                        what=_FUNDS_LABEL.get(debit.kind, debit.id),
+                        balance=debit.balance,
+                        amount=amount,
+                    )
             elif debit.kind != "in_flight":  # in flight is bounded by the loads' own state
                 raise RuntimeError(f"debit of {debit.id} without reading its balance under lock")
+        now = self.now
         transfer = TransferRow(
-            code=code,
-            amount=amount,
-            debit=debit.id,
-            credit=credit.id,
-            currency=debit.currency,
-            key=key,
-            request_hash=request_hash,
-            context=context,
-            created_at=self.now,
-            occurred_at=occurred_at or self.now,
+            code,
+            amount,
+            debit.id,
+            credit.id,
+            debit.currency,
+            key,
+            request_hash,
+            context,
+            now,  # created_at
+            occurred_at or now,
         )
-        had_key, old = key in self._by_key, self._by_key.get(key)
+        by_key = self._by_key
+        old = by_key.get(key, _ABSENT)
         _move(debit, credit, amount)
         self._transfers.append(transfer)
-        self._by_key[key] = transfer
-
-        def undo() -> None:
-            _move(credit, debit, amount)
-            self._transfers.pop()
-            if had_key:
-                self._by_key[key] = old
-            else:
-                self._by_key.pop(key, None)
-
-        self._undo.append(undo)
+        by_key[key] = transfer
+        self.undo_log.append(partial(self._unpost, debit, credit, amount, key, old))
         return transfer
+
+    def _unpost(
+        self, debit: AccountRow, credit: AccountRow, amount: int, key: str, old: Any
+    ) -> None:
+        _move(credit, debit, amount)
+        self._transfers.pop()
+        if old is _ABSENT:
+            self._by_key.pop(key, None)
+        else:
+            self._by_key[key] = old
 
     # -- flush ---------------------------------------------------------------------------
     def prepare(self) -> None:
-        """First round trip of the flush: create the batch's new accounts, allocate the
-        transfer ids, read (and lock, in id order) the balances of the touched accounts not
-        read yet; then compute each transfer's balances after."""
+        """First step of the flush: create the batch's new accounts, read (and lock, in id
+        order) the balances of the touched accounts not read yet, allocate the transfer ids
+        (after those locks: for any account, ids then increase in commit order); then compute
+        each transfer's balances after. On PostgreSQL this costs no round trip when the
+        prefetch already locked every touched account and drew enough ids."""
         conn = self.conn
-        touched = sorted({t.debit for t in self._transfers} | {t.credit for t in self._transfers})
-        unread = [a for a in touched if self._accounts[a].balance is None]
+        transfers = self._transfers
+        touched = sorted({t.debit for t in transfers} | {t.credit for t in transfers})
+        accounts = self._accounts
+        unread = [a for a in touched if accounts[a].balance is None]
+        new_accounts = self._new["accounts"]
         sends = conn.insert_statements(
             "INSERT INTO accounts (id, kind, currency, balance, created_at)",
             ("text", "text", "text", "bigint", "timestamptz"),
-            [(a.id, a.kind, a.currency, 0, conn.ts(self.now)) for a in self._new["accounts"]],
+            [(a.id, a.kind, a.currency, 0, conn.row_ts(self.now)) for a in new_accounts],
             suffix=" ON CONFLICT (id) DO NOTHING",
         )
         queries: list[tuple[str, str, Sequence[Any]]] = []
-        if self._transfers:
-            if conn.dialect == "sqlite":
-                queries.append(("m", "FROM (SELECT COALESCE(MAX(id), 0) AS m FROM transfers)", ()))
-            else:
-                queries.append(
-                    (
-                        "nextval(pg_get_serial_sequence('transfers', 'id'))",
-                        "FROM generate_series(1, ?)",
-                        (len(self._transfers),),
-                    )
-                )
         if unread:
             cond, params = conn.in_("id", unread)
             queries.append(
                 ("id, balance", f"FROM accounts WHERE {cond} ORDER BY id{self._lock}", params)
             )
+        ids: list[int] | None = None
+        if transfers:
+            if conn.dialect == "sqlite":  # the write lock is held: MAX(id) is ours
+                queries.append(("m", "FROM (SELECT COALESCE(MAX(id), 0) AS m FROM transfers)", ()))
+            elif (
+                not queries
+                and not new_accounts
+                and len(self._ids) >= len(transfers)
+                and self._early.issuperset(touched)
+            ):
+                ids = self._ids[: len(transfers)]
+            else:
+                queries.append((_NEXTVAL, "FROM generate_series(1, ?)", (len(transfers),)))
         results = conn.select_many(queries, sends=sends) if queries or sends else []
-        if not self._transfers:
+        if not transfers:
             return
-        if conn.dialect == "sqlite":
-            base = int(results[0][0][0])
-            ids = list(range(base + 1, base + 1 + len(self._transfers)))
-        else:
-            ids = sorted(int(r[0]) for r in results[0])
-        for transfer, tid in zip(self._transfers, ids, strict=True):
+        if ids is None:
+            if conn.dialect == "sqlite":
+                base = int(results[-1][0][0])
+                ids = list(range(base + 1, base + 1 + len(transfers)))
+            else:
+                ids = sorted(int(r[0]) for r in results[-1])
+        for transfer, tid in zip(transfers, ids, strict=True):
             transfer.id = tid
-        final = {a: self._accounts[a].balance for a in touched}
+        final = {a: accounts[a].balance for a in touched}
         if unread:
-            stored = {str(r[0]): int(r[1]) for r in results[1]}
+            stored = {str(r[0]): int(r[1]) for r in results[0]}
             if len(stored) != len(unread):
                 raise StorageError("an account of the batch is missing")
             for account_id in unread:
-                final[account_id] = stored[account_id] + self._accounts[account_id].delta
+                final[account_id] = stored[account_id] + accounts[account_id].delta
         running: dict[str, int] = {a: b for a, b in final.items() if b is not None}
-        for transfer in reversed(self._transfers):
+        for transfer in reversed(transfers):
             transfer.credit_balance = running[transfer.credit]
             running[transfer.credit] -= transfer.amount
             transfer.debit_balance = running[transfer.debit]
@@ -716,21 +821,22 @@ class Tx:
         """Second round trip of the flush: every write, pipelined on PostgreSQL (the runner
         adds the COMMIT to the same pipeline)."""
         conn = self.conn
-        memo: dict[datetime, Any] = {}
+        now = self.now
+        memo: dict[datetime, Any] = {now: conn.row_ts(now)}
 
         def ts(value: datetime) -> Any:
             out = memo.get(value)
             if out is None:
-                out = memo[value] = conn.ts(value)
+                out = memo[value] = conn.row_ts(value)
             return out
+
+        now_ts = memo[now]
+        to_json = conn.row_json
 
         touched = self._touched()
         deltas = sorted((a, self._accounts[a].delta) for a in touched if self._accounts[a].delta)
-        if deltas:
-            conn.update_rows(
-                "accounts", "id", ("balance",), ("text", "bigint"), deltas, increment=True
-            )
-        # updates before inserts: a closed wallet (or retired card) frees its unique slot
+        # the holders first, one statement each, updates before inserts: a closed wallet (or
+        # a retired card) frees its unique slot; then the rest, in any order
         conn.update_rows(
             "wallets",
             "id",
@@ -801,7 +907,10 @@ class Tx:
             ("text", "text", "text", "timestamptz"),
             [(m.id, m.name, m.account, ts(m.created_at)) for m in self._new["merchants"]],
         )
-        conn.insert_rows(
+        together = conn.update_statements(
+            "accounts", "id", ("balance",), ("text", "bigint"), deltas, increment=True
+        )
+        together += conn.insert_statements(
             f"INSERT INTO loads ({_L_COLS})",
             ("text",) * 5
             + ("bigint", "text", "bigint", "text", "text")
@@ -824,7 +933,7 @@ class Tx:
                 for ld in self._new["loads"]
             ],
         )
-        conn.update_rows(
+        together += conn.update_statements(
             "loads",
             "id",
             ("state", "updated_at"),
@@ -835,7 +944,7 @@ class Tx:
                 if ld is not None and ld.dirty and not ld.new
             ],
         )
-        conn.insert_rows(
+        together += conn.insert_statements(
             "INSERT INTO transfers (id, code, amount, debit_account, credit_account, currency, "
             "key, request_hash, context, debit_balance, credit_balance, created_at, occurred_at)",
             ("bigint", "text", "bigint")
@@ -851,23 +960,24 @@ class Tx:
                     t.currency,
                     t.key,
                     t.request_hash,
-                    _dumps(t.context),
+                    to_json(t.context),
                     t.debit_balance,
                     t.credit_balance,
-                    ts(t.created_at),
-                    ts(t.occurred_at),
+                    now_ts if t.created_at is now else ts(t.created_at),
+                    now_ts if t.occurred_at is now else ts(t.occurred_at),
                 )
                 for t in self._transfers
             ],
         )
-        conn.insert_rows(
+        together += conn.insert_statements(
             "INSERT INTO requests (key, op, request_hash, result, created_at)",
             ("text", "text", "text", "jsonb", "timestamptz"),
             [
-                (r.key, r.op, r.request_hash, _dumps(encode_view(r.value())), ts(self.now))
+                (r.key, r.op, r.request_hash, to_json(encode_view(r.value())), now_ts)
                 for r in self._new["requests"]
             ],
         )
+        conn.send_together(together)
 
     def _touched(self) -> frozenset[str]:
         return frozenset(t.debit for t in self._transfers) | {t.credit for t in self._transfers}
@@ -892,6 +1002,3 @@ def _restore(row: Any, name: str, value: Any) -> Callable[[], None]:
         setattr(row, name, value)
 
     return undo
-
-
-_dumps: Final = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode

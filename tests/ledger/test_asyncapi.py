@@ -21,11 +21,14 @@ from twisted.internet import defer
 from twisted.python.threadpool import ThreadPool
 
 from ledger.asyncapi import AsyncLedger
+from ledger.commit import Job
 from ledger.errors import InvalidAmount, LedgerError, Refused, UnknownLoad, UnknownSubscriber
 from ledger.limits import Limits
 from ledger.service import Ledger
 
 MSISDN = "8613800138000"
+#: Ledger methods that are plumbing for event loops, not ledger operations
+_PLUMBING = {"close", "submit", "submit_callback", "add_batch_listener", "remove_batch_listener"}
 ICCID = "89860012345678901234"
 MERCHANT = "M-0001"
 
@@ -51,7 +54,7 @@ def test_every_ledger_method_has_an_async_twin_with_the_same_parameters() -> Non
     names = [
         n
         for n, f in inspect.getmembers(Ledger, inspect.isfunction)
-        if not n.startswith("_") and n not in {"close", "submit"}
+        if not n.startswith("_") and n not in _PLUMBING
     ]
     assert "reserve_load" in names and "verify" in names
     for name in names:
@@ -227,6 +230,86 @@ async def test_writes_go_through_the_committer_not_the_thread_pool(ledger: Ledge
         gate.set()
         alg.stop()
         pool.stop()
+
+
+class _CountingReactor:
+    """The real reactor, counting callFromThread."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self.from_thread = 0
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        self.from_thread += 1
+        self._reactor.callFromThread(f, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_of_answers_wakes_the_reactor_once(ledger: Ledger) -> None:
+    """Sixty-one writes committed in one batch reach the reactor through one callFromThread
+    (the ledger's batch listener wakes it once the whole batch is answered), and every
+    Deferred fires with its own answer or refusal."""
+    counting = _CountingReactor(_reactor())
+    alg = AsyncLedger(ledger, counting)
+    try:
+        await alg.open_wallet(MSISDN, "110101199003070000")
+        gate, held = threading.Event(), threading.Event()
+
+        def hold(tx: Any) -> Callable[[], None]:
+            held.set()
+            gate.wait(10)
+            return lambda: None
+
+        ledger._committer.submit(Job(hold))  # type: ignore[union-attr]  # hold the committer
+        assert held.wait(10)
+        counting.from_thread = 0
+        calls = [alg.deposit(MSISDN, 100 + i, "bank", request_id=f"b{i}") for i in range(60)]
+        calls.append(alg.deposit(MSISDN, 0, "bank", request_id="bad"))
+        gate.set()
+        results = await defer.DeferredList(calls, consumeErrors=True)
+        assert counting.from_thread == 1
+        assert [r.amount for ok, r in results[:60]] == [100 + i for i in range(60)]
+        assert all(ok for ok, _r in results[:60])
+        ok, failure = results[60]
+        assert not ok
+        assert isinstance(failure.value, InvalidAmount)
+    finally:
+        gate.set()
+        alg.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ledger_with_only_futures_is_used_through_them() -> None:
+    """A ledger offering submit() (futures) but not submit_callback() has its writes go
+    through the futures, results and refusals alike, without the thread pool."""
+    seen: list[str] = []
+
+    class FutureLedger:
+        def deposit(self, msisdn: str, amount: int, source: str, **kwargs: Any) -> None:
+            raise AssertionError("called directly")
+
+        def submit(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            from concurrent.futures import Future
+
+            seen.append(threading.current_thread().name)
+            future: Future[Any] = Future()
+            if args[1] > 0:
+                future.set_result(("posted", args[1]))
+            else:
+                future.set_exception(InvalidAmount("invalid amount"))
+            return future
+
+    alg = AsyncLedger(cast(Ledger, FutureLedger()), _reactor(), maxthreads=1)
+    try:
+        assert await alg.deposit(MSISDN, 5, "bank", request_id="f1") == ("posted", 5)
+        err = await _failure_of(alg.deposit(MSISDN, 0, "bank", request_id="f2"))
+        assert isinstance(err, InvalidAmount)
+        assert seen == [threading.current_thread().name] * 2
+    finally:
+        alg.stop()
 
 
 @pytest_twisted.ensureDeferred

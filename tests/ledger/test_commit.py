@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from ledger.service import Ledger
 from ledger.tx import Tx
 
 from .conftest import SettableClock
-from .helpers import ID_NUMBER, MSISDN, funded_wallet, journal_size
+from .helpers import ID_NUMBER, MSISDN, MSISDN2, funded_wallet, journal_size, raw_sql
 
 MSISDNS = [f"86138000{i:05d}" for i in range(8)]
 
@@ -177,6 +178,201 @@ def test_submit_returns_futures(ledger_url: str, ledger_clock: SettableClock) ->
             assert led.wallet(msisdn).cash == 5_000
             with pytest.raises(TypeError):
                 led.submit(led.wallet, msisdn)  # type: ignore[arg-type]
+
+
+def test_submit_callback_reports_outcomes(ledger_url: str, ledger_clock: SettableClock) -> None:
+    """submit_callback() queues a write without a future: the callback gets (result, None)
+    or (None, refusal) once the batch is committed; one callback raising does not keep the
+    others from theirs; only write methods of this ledger are taken."""
+    for group in (True, False):
+        with Ledger.connect(ledger_url, clock=ledger_clock, group_commit=group) as led:
+            msisdn = MSISDNS[2 + int(group)]
+            led.open_wallet(msisdn, ID_NUMBER)
+            outcomes: list[tuple[Any, BaseException | None]] = []
+            done = threading.Semaphore(0)
+
+            def record(
+                result: Any,
+                error: BaseException | None,
+                outcomes: list[tuple[Any, BaseException | None]] = outcomes,
+                done: threading.Semaphore = done,
+            ) -> None:
+                outcomes.append((result, error))
+                done.release()
+
+            def explode(
+                result: Any, error: BaseException | None, done: threading.Semaphore = done
+            ) -> None:
+                done.release()
+                raise RuntimeError("a broken callback")
+
+            led.submit_callback(explode, led.deposit, msisdn, 7, "bank", request_id=f"x-{group}")
+            for k in range(20):
+                led.submit_callback(
+                    record, led.deposit, msisdn, 100, "bank", request_id=f"c-{group}-{k}"
+                )
+            led.submit_callback(record, led.deposit, msisdn, 0, "bank", request_id=f"z-{group}")
+            for _ in range(22):
+                assert done.acquire(timeout=30)
+            results = [r for r, e in outcomes if e is None]
+            errors = [e for r, e in outcomes if e is not None]
+            assert [t.amount for t in results] == [100] * 20
+            assert len(errors) == 1
+            assert isinstance(errors[0], InvalidAmount)
+            assert led.wallet(msisdn).cash == 2_007
+            with pytest.raises(TypeError):
+                led.submit_callback(record, led.wallet, msisdn)  # type: ignore[arg-type]
+
+
+@pytest.mark.postgres
+def test_a_batch_of_hinted_requests_costs_two_round_trips(
+    pg_url: str, ledger_clock: SettableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a batch of deposits is one round trip to read and lock (ids drawn under
+    those locks) and one to write and commit, whatever its size; a batch with a request
+    whose rows are not all hinted (opening a wallet) takes one more, and both stay right."""
+    import psycopg
+
+    with Ledger.connect(pg_url, clock=ledger_clock) as led:
+        for m in MSISDNS:
+            led.open_wallet(m, ID_NUMBER)
+        led.deposit(MSISDNS[0], 1, "bank", request_id="warm")  # account kinds cached
+        syncs: list[int] = []
+        per_batch: dict[int, int] = {}
+        pipeline, run = psycopg.Connection.pipeline, Runner.run
+
+        @contextlib.contextmanager
+        def counted(self: psycopg.Connection[Any]) -> Any:
+            syncs.append(1)
+            with pipeline(self) as pipe:
+                yield pipe
+
+        def counting_run(self: Runner, conn: Any, jobs: list[Job]) -> None:
+            syncs.clear()
+            run(self, conn, jobs)
+            per_batch[len(jobs)] = len(syncs)
+
+        monkeypatch.setattr(psycopg.Connection, "pipeline", counted)
+        monkeypatch.setattr(Runner, "run", counting_run)
+        gate, held = threading.Event(), threading.Event()
+
+        def hold_op(tx: Tx) -> Callable[[], None]:
+            held.set()
+            gate.wait(30)
+            return lambda: None
+
+        def batch(extra: bool) -> list[Any]:
+            held.clear()
+            led._committer.submit(Job(hold_op))  # type: ignore[union-attr]  # holds the committer
+            assert held.wait(30)  # the committer runs it: what follows queues up
+            futures = [
+                led.submit(led.deposit, m, 10, "bank", request_id=f"rt-{extra}-{m}")
+                for m in MSISDNS
+            ]
+            if extra:
+                futures.append(led.submit(led.open_wallet, "8613700000001", ID_NUMBER))
+            gate.set()
+            out = [f.result(timeout=30) for f in futures]
+            gate.clear()
+            return out
+
+        assert len(batch(extra=False)) == len(MSISDNS)
+        assert per_batch[len(MSISDNS)] == 2, per_batch
+        assert len(batch(extra=True)) == len(MSISDNS) + 1
+        assert per_batch[len(MSISDNS) + 1] == 3, per_batch
+        assert [led.wallet(m).cash for m in MSISDNS] == [21] + [20] * (len(MSISDNS) - 1)
+        assert led.verify().ok
+
+
+@pytest.mark.postgres
+def test_transfer_ids_follow_commit_order_on_each_account(
+    pg_url: str, ledger_clock: SettableClock
+) -> None:
+    """Two ledgers (two committers, two connections) posting to the same accounts at once:
+    on every account, ordered by transfer id, each balance after is the previous one plus
+    this transfer, so ids were drawn while the account was locked, in commit order."""
+    with Ledger.connect(pg_url, clock=ledger_clock) as setup:
+        for m in MSISDNS:
+            setup.open_wallet(m, ID_NUMBER)
+    ledgers = [Ledger.connect(pg_url, clock=ledger_clock) for _ in range(2)]
+    try:
+
+        def deposits(n: int) -> None:
+            led = ledgers[n % 2]
+            for k in range(40):
+                led.deposit(MSISDNS[(n + k) % len(MSISDNS)], 1 + k, "bank", request_id=f"o-{n}-{k}")
+
+        assert _hammer(8, deposits) == []
+        rows = raw_sql(
+            pg_url,
+            "SELECT id, amount, debit_account, credit_account, debit_balance, credit_balance "
+            "FROM transfers ORDER BY id",
+        )
+        last: dict[str, int] = {}
+        for _id, amount, debit, credit, debit_after, credit_after in rows:
+            for account, after, delta in (
+                (debit, debit_after, -amount),
+                (credit, credit_after, amount),
+            ):
+                if account in last:
+                    assert after == last[account] + delta, (account, _id)
+                last[account] = after
+        assert ledgers[0].verify().ok
+    finally:
+        for led in ledgers:
+            led.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("complete", [True, False], ids=["prefetch", "prepare"])
+def test_transfer_ids_are_drawn_under_the_account_locks(
+    pg_url: str, ledger_clock: SettableClock, complete: bool
+) -> None:
+    """While another transaction holds the bank account, a deposit from the bank waits for
+    it before drawing its transfer id (in the prefetch for a batch of fully hinted requests,
+    in the flush otherwise): an id drawn meanwhile elsewhere is smaller than the deposit's."""
+    import psycopg
+
+    with Ledger.connect(pg_url, clock=ledger_clock) as led:
+        led.open_wallet(MSISDN, ID_NUMBER)
+        led.deposit(MSISDN, 1, "bank", request_id="warm")
+        holder = psycopg.connect(pg_url)
+        other = psycopg.connect(pg_url, autocommit=True)
+        try:
+            holder.execute("SELECT balance FROM accounts WHERE id = 'bank' FOR UPDATE")
+            gate, held = threading.Event(), threading.Event()
+
+            def hold_op(tx: Tx) -> Callable[[], None]:
+                held.set()
+                gate.wait(30)
+                return lambda: None
+
+            led._committer.submit(Job(hold_op))  # type: ignore[union-attr]
+            assert held.wait(30)
+            deposit = led.submit(led.deposit, MSISDN, 5, "bank", request_id="late")
+            if not complete:  # a request whose rows are not all hinted joins the batch
+                led.submit(led.open_wallet, MSISDN2, ID_NUMBER)
+            gate.set()
+            for _ in range(300):  # until the ledger's transaction waits for the bank's lock
+                waiting = other.execute(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                ).fetchone()
+                if waiting and waiting[0]:
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("the deposit never waited for the bank account")
+            meanwhile = other.execute(
+                "SELECT nextval(pg_get_serial_sequence('transfers', 'id'))"
+            ).fetchone()
+            holder.commit()
+            assert meanwhile is not None
+            assert deposit.result(timeout=30).id > meanwhile[0]
+        finally:
+            holder.close()
+            other.close()
+        assert led.verify().ok
 
 
 def _runner(tmp_path: Path) -> tuple[Database, Runner]:

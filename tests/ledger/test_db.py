@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ledger.db import Database, parse_url, redact_url
+from ledger.db import Database, dumps, parse_url, redact_url
 from ledger.errors import InvalidRequest, StorageError
 from ledger.schema import SCHEMA_VERSION
 from ledger.service import Ledger
@@ -137,3 +142,76 @@ def test_unreachable_postgres_is_a_storage_error() -> None:
     """A database that cannot be reached is a StorageError, not a refusal."""
     with pytest.raises(StorageError, match="cannot open"):
         Ledger.connect("postgresql://nobody@127.0.0.1:1/nothing")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON)
+def test_dumps_is_the_canonical_json_text(value: Any) -> None:
+    """The cached C encoder writes exactly what json.dumps(sort_keys, compact, UTF-8 kept)
+    writes, the stored form of contexts and results, for any JSON value."""
+    expected = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    assert dumps(value) == expected
+    assert json.loads(dumps(value)) == value
+
+
+_TRICKY = ['a"b', "back\\slash", "{brace}", "com,ma", "sp ace", "NULL", "", "汉字"]
+
+
+def test_batched_statements_carry_any_text(ledger_url: str) -> None:
+    """Multi-row inserts and updates, IN lists and several queries in one statement give the
+    values back exactly, whatever the text holds (quotes, backslashes, braces, commas, the
+    word NULL, non-ASCII), with NULLs, timestamps and JSON (rows travel as JSON on
+    PostgreSQL)."""
+    db = Database(ledger_url)
+    pg = db.dialect == "postgresql"
+    at = datetime(2026, 3, 2, 2, 0, 0, 123456, tzinfo=UTC)
+    try:
+        with db.connection() as conn:
+            conn.begin_write()
+            conn.execute(
+                "CREATE TABLE scratch (k TEXT PRIMARY KEY, n BIGINT, t "
+                + ("TIMESTAMPTZ" if pg else "TEXT")
+                + ", j "
+                + ("JSONB" if pg else "TEXT")
+                + ")"
+            )
+            rows = [
+                (key, i, conn.row_ts(at), conn.row_json({"key": key, "i": i}))
+                for i, key in enumerate(_TRICKY)
+            ]
+            rows.append(("none", None, None, conn.row_json(None)))
+            conn.insert_rows(
+                "INSERT INTO scratch (k, n, t, j)", ("text", "bigint", "timestamptz", "jsonb"), rows
+            )
+            conn.update_rows(
+                "scratch",
+                "k",
+                ("n",),
+                ("text", "bigint"),
+                [(k, 10) for k in _TRICKY],
+                increment=True,
+            )
+            cond, params = conn.in_("k", [*_TRICKY, "missing"])
+            first, second = conn.select_many(
+                [
+                    ("k, n, t, j", f"FROM scratch WHERE {cond}", params),
+                    ("k, j", "FROM scratch WHERE n IS NULL", ()),
+                ]
+            )
+            conn.commit()
+        got = {row[0]: row for row in first}
+        assert sorted(got) == sorted(_TRICKY)
+        for i, key in enumerate(_TRICKY):
+            _k, n, t, j = got[key]
+            assert n == i + 10
+            assert conn.from_ts(t) == at
+            assert conn.from_json(j) == {"key": key, "i": i}
+        assert [(k, conn.from_json(j)) for k, j in second] == [("none", None)]
+    finally:
+        db.close()
