@@ -46,6 +46,7 @@ __all__ = [
     "MsgIdNormalizer",
     "Receipt",
     "ReceiptMatcher",
+    "RecentKeys",
     "format_receipt_text",
     "is_receipt",
     "parse_receipt",
@@ -559,6 +560,103 @@ class MatcherStats:
     unmatchable: int = 0  # submissions/receipts with an empty message id (ignored)
 
 
+class RecentKeys:
+    """A set of recently seen keys in fixed memory: two generations of open-addressing tables
+    of 64-bit fingerprints in preallocated arrays, so remembering a key allocates nothing that
+    outlives the call and the resident size does not move once the tables exist.
+
+    It holds the last ``capacity // 2`` to ``capacity`` keys added (at least one): when the
+    current generation is full, the older one is cleared and becomes the current. A
+    generation also empties once every key in it is older than a ``forget_before`` given to
+    :meth:`expire`. Fingerprints are Python's string hash (per process, 64 bits): a false
+    "seen" needs two of at most ``capacity`` keys to collide in 64 bits.
+    """
+
+    __slots__ = ("_cap", "_count", "_gens", "_half", "_mask", "_newest", "_zero")
+
+    _EMPTY: Final = 0
+    _GONE: Final = 1  # a removed entry (tombstone); real fingerprints have bit 1 set
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._half = max(1, capacity // 2)
+        slots = 1 << max(3, (2 * self._half - 1).bit_length())  # load factor <= 1/2
+        self._cap = slots
+        self._mask = slots - 1
+        self._zero = bytes(8 * slots)
+        self._gens = [memoryview(bytearray(8 * slots)).cast("Q") for _ in range(2)]
+        self._count = [0, 0]
+        self._newest = [float("-inf"), float("-inf")]
+
+    def __len__(self) -> int:
+        return self._count[0] + self._count[1]
+
+    @staticmethod
+    def _fingerprint(key: str) -> int:
+        return (hash(key) & 0xFFFF_FFFF_FFFF_FFFF) | 2
+
+    def _find(self, table: memoryview, fp: int) -> int:
+        """The slot holding ``fp``, or -1."""
+        mask = self._mask
+        i = fp & mask
+        while True:
+            slot = table[i]
+            if slot == fp:
+                return i
+            if slot == 0:
+                return -1
+            i = (i + 1) & mask
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        fp = self._fingerprint(key)
+        return any(self._find(table, fp) >= 0 for table in self._gens)
+
+    def add(self, key: str, now: float) -> None:
+        """Remember ``key`` (seen at ``now``)."""
+        fp = self._fingerprint(key)
+        if self._find(self._gens[0], fp) >= 0:
+            self._newest[0] = now
+            return
+        if self._count[0] >= self._half:
+            self._rotate()
+        table, mask = self._gens[0], self._mask
+        i = fp & mask
+        while table[i] > self._GONE:
+            i = (i + 1) & mask
+        table[i] = fp
+        self._count[0] += 1
+        self._newest[0] = now
+
+    def discard(self, key: str) -> None:
+        """Forget ``key`` if remembered."""
+        fp = self._fingerprint(key)
+        for gen, table in enumerate(self._gens):
+            i = self._find(table, fp)
+            if i >= 0:
+                table[i] = self._GONE
+                self._count[gen] -= 1
+
+    def expire(self, forget_before: float) -> None:
+        """Clear each generation whose newest key is older than ``forget_before``."""
+        for gen in (1, 0):
+            if self._count[gen] and self._newest[gen] <= forget_before:
+                self._clear(gen)
+
+    def _rotate(self) -> None:
+        self._clear(1)
+        self._gens.reverse()
+        self._count.reverse()
+        self._newest.reverse()
+
+    def _clear(self, gen: int) -> None:
+        self._gens[gen].cast("B")[:] = self._zero
+        self._count[gen] = 0
+        self._newest[gen] = float("-inf")
+
+
 class ReceiptMatcher(Generic[T]):
     """Matches receipts to submitted messages; a receipt that arrives before its submit_sm_resp
     (allowed by real SMSCs) is parked and matched when the resp comes, not lost. Bounded
@@ -568,9 +666,10 @@ class ReceiptMatcher(Generic[T]):
 
     A final receipt (Receipt.final) removes the pending submission; an intermediate one
     (ENROUTE, ACCEPTED, esm_class 0x20) is matched and keeps it. Keys of the last
-    `max_recent` final receipts are remembered so that a repeated final receipt (an SMSC
-    redelivering after a lost deliver_sm_resp, or a late intermediate) counts as a duplicate
-    and yields no token: the caller learns each final outcome once. Parked receipts expire
+    `max_recent` final receipts (at least half as many, in fixed memory: :class:`RecentKeys`)
+    are remembered so that a repeated final receipt (an SMSC redelivering after a lost
+    deliver_sm_resp, or a late intermediate) counts as a duplicate and yields no token: the
+    caller learns each final outcome once. Parked receipts expire
     after `early_ttl` (default `ttl`). Tokens must not be None (None means "no match").
     ``now`` must not decrease between calls (use a monotonic clock).
 
@@ -614,7 +713,7 @@ class ReceiptMatcher(Generic[T]):
         self._max_recent = max_recent
         self._pending: OrderedDict[str, tuple[T, float]] = OrderedDict()
         self._early: OrderedDict[str, tuple[Receipt, float]] = OrderedDict()
-        self._recent: OrderedDict[str, float] = OrderedDict()
+        self._recent = RecentKeys(max_recent) if max_recent else None
         self.stats = MatcherStats()
 
     @property
@@ -639,7 +738,8 @@ class ReceiptMatcher(Generic[T]):
         if not key:
             self.stats.unmatchable += 1
             return None
-        self._recent.pop(key, None)
+        if self._recent is not None:
+            self._recent.discard(key)
         parked = self._early.pop(key, None)
         if parked is not None:
             self.stats.early_matched += 1
@@ -671,7 +771,7 @@ class ReceiptMatcher(Generic[T]):
                 del self._pending[key]
                 self._remember_final(key, now)
             return entry[0]
-        if key in self._recent:
+        if self._recent is not None and key in self._recent:
             self.stats.duplicates += 1
             return None
         self._park(key, receipt, now)
@@ -682,13 +782,8 @@ class ReceiptMatcher(Generic[T]):
         (the remembered final-receipt keys expire too, uncounted)."""
         expired_pending = _expire(self._pending, now - self._ttl)
         expired_early = _expire(self._early, now - self._early_ttl)
-        recent = self._recent
-        limit = now - self._ttl
-        while recent:
-            key, when = next(iter(recent.items()))
-            if when > limit:
-                break
-            del recent[key]
+        if self._recent is not None:
+            self._recent.expire(now - self._ttl)
         self.stats.pending_expired += expired_pending
         self.stats.unmatched_expired += expired_early
         return expired_pending + expired_early
@@ -713,13 +808,8 @@ class ReceiptMatcher(Generic[T]):
             self.stats.early_dropped += 1
 
     def _remember_final(self, key: str, now: float) -> None:
-        if self._max_recent == 0:
-            return
-        recent = self._recent
-        recent[key] = now
-        recent.move_to_end(key)
-        if len(recent) > self._max_recent:
-            recent.popitem(last=False)
+        if self._recent is not None:
+            self._recent.add(key, now)
 
 
 def _expire(entries: OrderedDict[str, tuple[T, float]], limit: float) -> int:

@@ -15,6 +15,7 @@ from smsc.dlr import (
     MsgIdNormalizer,
     Receipt,
     ReceiptMatcher,
+    RecentKeys,
     _scan_fields,
     _text_fields,
     format_receipt_text,
@@ -917,16 +918,47 @@ def test_matcher_recent_finals_expire() -> None:
 
 
 def test_matcher_max_recent_bounds_duplicate_memory() -> None:
-    """Only the last max_recent final ids are remembered as seen."""
-    matcher: ReceiptMatcher[int] = ReceiptMatcher(MsgIdNormalizer(), max_recent=1)
-    for i in (1, 2):
+    """Between max_recent/2 and max_recent of the latest final ids are remembered as seen."""
+    matcher: ReceiptMatcher[int] = ReceiptMatcher(MsgIdNormalizer(), max_recent=2)
+    for i in (1, 2, 3):
         matcher.submitted(str(i), i, now=0.0)
         matcher.receipt(rc(str(i)), now=0.0)
+    matcher.receipt(rc("3"), now=1.0)
     matcher.receipt(rc("2"), now=1.0)
-    assert matcher.stats.duplicates == 1
+    assert matcher.stats.duplicates == 2
     matcher.receipt(rc("1"), now=1.0)
-    assert matcher.stats.duplicates == 1
+    assert matcher.stats.duplicates == 2
     assert matcher.early_count == 1
+
+
+def test_recent_keys_fixed_memory_and_generations() -> None:
+    """RecentKeys keeps at least the last capacity/2 keys, forgets what is older than
+    capacity, supports discard, and expires whole generations by time."""
+    recent = RecentKeys(8)
+    for i in range(100):
+        recent.add(f"id{i}", float(i))
+        assert all(f"id{j}" in recent for j in range(max(0, i - 3), i + 1))
+        assert all(f"id{j}" not in recent for j in range(max(0, i - 7)))
+    assert len(recent) <= 8
+    recent.discard("id99")
+    assert "id99" not in recent and "id98" in recent
+    recent.expire(forget_before=99.0)
+    assert len(recent) == 0 and "id98" not in recent
+    with pytest.raises(ValueError):
+        RecentKeys(0)
+
+
+@given(st.lists(st.sampled_from([f"k{i}" for i in range(40)]), max_size=300))
+def test_recent_keys_never_forgets_the_latest_half(keys: list[str]) -> None:
+    """Whatever the sequence, the last capacity/2 distinct keys added are all remembered."""
+    recent = RecentKeys(16)
+    for n, key in enumerate(keys):
+        recent.add(key, float(n))
+    latest: list[str] = []
+    for key in reversed(keys):
+        if key not in latest:
+            latest.append(key)
+    assert all(key in recent for key in latest[:8])
 
 
 def test_matcher_reused_id_replaces_older() -> None:
