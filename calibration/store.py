@@ -42,10 +42,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from calibration.profile import CalibrationRecord, Method, ProfileError, decode
 from calibration.table import HandsetModel, Provenance
+from ota.counters import one_line, redact
 
 __all__ = [
     "DEFAULT_URL",
@@ -140,23 +140,6 @@ class StoreInputError(StoreError, ValueError):
 
 class StoreUnavailableError(StoreError):
     """The database failed or cannot be reached."""
-
-
-def redact(url: str) -> str:
-    """``url`` without its password (for messages)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparseable URL>"
-    if password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _iso(when: datetime) -> str:
@@ -275,7 +258,7 @@ class _Db:
                     conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")
             except (sqlite3.Error, OSError) as exc:
-                raise StoreUnavailableError(f"calibration store {url}: {_one_line(exc)}") from None
+                raise StoreUnavailableError(f"calibration store {url}: {one_line(exc)}") from None
             self._sqlite = conn
         elif url.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgresql"
@@ -286,7 +269,7 @@ class _Db:
                 self._pg = psycopg.connect(url, autocommit=True, connect_timeout=10)
             except psycopg.Error as exc:
                 raise StoreUnavailableError(
-                    f"calibration store {redact(url)}: cannot connect: {_one_line(exc)}"
+                    f"calibration store {redact(url)}: cannot connect: {one_line(exc)}"
                 ) from None
         else:
             raise StoreInputError(
@@ -331,7 +314,7 @@ class _Db:
                         yield run_pg
             except self._errors() as exc:
                 raise StoreUnavailableError(
-                    f"calibration store {redact(self.url)}: {_one_line(exc)}"
+                    f"calibration store {redact(self.url)}: {one_line(exc)}"
                 ) from None
 
     def close(self) -> None:

@@ -159,7 +159,8 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (database drivers' messages span several)."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
@@ -182,7 +183,7 @@ class SqliteCounterStore:
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute(_TABLE_SQLITE)
         except (sqlite3.Error, OSError) as exc:
-            raise CounterStorageError(f"counter store {path}: {_one_line(exc)}") from None
+            raise CounterStorageError(f"counter store {path}: {one_line(exc)}") from None
 
     def __repr__(self) -> str:
         return f"SqliteCounterStore({self.path!r}, start={self.start})"
@@ -198,7 +199,7 @@ class SqliteCounterStore:
                     self._conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise CounterStorageError(f"counter store {self.path}: {_one_line(exc)}") from None
+                raise CounterStorageError(f"counter store {self.path}: {one_line(exc)}") from None
         return rows
 
     def next(self, iccid: str, keyset: str) -> int:
@@ -216,7 +217,7 @@ class SqliteCounterStore:
             try:
                 row = self._conn.execute(_PEEK_SQLITE, (iccid, keyset)).fetchone()
             except sqlite3.Error as exc:
-                raise CounterStorageError(f"counter store {self.path}: {_one_line(exc)}") from None
+                raise CounterStorageError(f"counter store {self.path}: {one_line(exc)}") from None
         return None if row is None else int(row[0])
 
     def set_at_least(self, iccid: str, keyset: str, value: int) -> int:
@@ -248,7 +249,7 @@ class PostgresCounterStore:
             )
         except psycopg.Error as exc:
             raise CounterStorageError(
-                f"counter store {redact(url)}: cannot connect: {_one_line(exc)}"
+                f"counter store {redact(url)}: cannot connect: {one_line(exc)}"
             ) from None
         try:
             self._conn.execute(_TABLE_PG)
@@ -256,7 +257,7 @@ class PostgresCounterStore:
             pass  # another process created it at the same moment
         except psycopg.Error as exc:
             self._conn.close()
-            raise CounterStorageError(f"counter store {redact(url)}: {_one_line(exc)}") from None
+            raise CounterStorageError(f"counter store {redact(url)}: {one_line(exc)}") from None
 
     def __repr__(self) -> str:
         return f"PostgresCounterStore({redact(self.url)!r}, start={self.start})"
@@ -267,7 +268,7 @@ class PostgresCounterStore:
                 return self._conn.execute(sql, params).fetchall()
             except self._psycopg.Error as exc:
                 raise CounterStorageError(
-                    f"counter store {redact(self.url)}: {_one_line(exc)}"
+                    f"counter store {redact(self.url)}: {one_line(exc)}"
                 ) from None
 
     def next(self, iccid: str, keyset: str) -> int:

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,10 +42,11 @@ from ota.pcsc import (
 from ota.script import ScriptStep, parse_script
 from simcard.card import ATR, VirtualCard, encode_iccid
 from simcard.filesystem import fcp
-from simcard.vpcd import frame, serve_vpcd
+from simcard.vpcd import frame
 from stkpay import cmd_card
 from stkpay.cli import CliError
 from stkpay.config import from_mapping
+from tests.vpcd import WatchedCard, card_connectable, served_card
 
 ICCID = "89860012345678901234"
 READER = "Virtual PCD 00 00"  # vpcd slot 0
@@ -325,78 +325,11 @@ def test_cli_virtual_serves_until_closed() -> None:
 # --- through pcscd + vpcd --------------------------------------------------------------------
 
 
-def require_pcscd(reason: str) -> None:
-    """Skip, or fail under CI=true where make test must have started pcscd."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; under CI=true pcscd with vpcd is required (make test starts it)")
-    pytest.skip(reason)
-
-
-class WatchedCard(VirtualCard):
-    """A VirtualCard that records that the vpcd driver talked to it."""
-
-    __slots__ = ("contacted",)
-
-    def __init__(self, iccid: str) -> None:
-        super().__init__(iccid)
-        self.contacted = threading.Event()
-
-    @property
-    def atr(self) -> bytes:
-        self.contacted.set()
-        return ATR
-
-
-def card_connectable(reader: str) -> bool:
-    """Whether pcscd lets us connect to a card in ``reader`` right now."""
-    from smartcard.Exceptions import CardConnectionException, NoCardException
-    from smartcard.System import readers
-
-    chosen = next(r for r in readers() if str(r) == reader)
-    connection = chosen.createConnection()
-    try:
-        connection.connect()
-    except (NoCardException, CardConnectionException):
-        return False
-    connection.disconnect()
-    return True
-
-
 @pytest.fixture(scope="module")
 def vpcd_card() -> Iterator[WatchedCard]:
     """A VirtualCard served on vpcd slot 0, present in READER; released afterwards."""
-    try:
-        names = list_readers()
-    except PcscError as exc:
-        require_pcscd(f"pcscd not reachable: {exc}")
-    if READER not in names:
-        require_pcscd(f"no vpcd reader {READER!r} (readers: {names})")
-    card = WatchedCard(ICCID)
-    stop, connected = threading.Event(), threading.Event()
-    failures: list[OSError] = []
-
-    def serve() -> None:
-        try:
-            serve_vpcd(card, "127.0.0.1", VPCD_PORT, stop, connected=connected)
-        except OSError as exc:
-            failures.append(exc)
-
-    thread = threading.Thread(target=serve, name="vpcd-card", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + PRESENCE_DEADLINE
-        # Wait (with a deadline) until vpcd talked to this card and pcscd reports it present;
-        # this is readiness polling, not protocol timing.
-        while not (card.contacted.is_set() and card_connectable(READER)):
-            if failures:
-                require_pcscd(f"cannot connect to vpcd on port {VPCD_PORT}: {failures[0]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the virtual card did not appear in {READER!r} within 10 s")
-            time.sleep(0.1)
+    with served_card(WatchedCard(ICCID), READER, VPCD_PORT) as card:
         yield card
-    finally:
-        stop.set()
-        thread.join(5)
 
 
 def write_script(tmp_path: Path, text: str) -> str:

@@ -10,10 +10,7 @@ fixture, so this module serves its card on slot 1 (port 35964).
 from __future__ import annotations
 
 import json
-import os
 import sys
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -25,11 +22,11 @@ from calibration.profile import Method, decode
 from calibration.rf import DEFAULT_MODEL
 from calibration.store import CalibrationStore
 from ota.pcsc import PcscError, list_readers
-from simcard.card import ATR, CALIBRATION_PATH, VirtualCard
-from simcard.vpcd import serve_vpcd
+from simcard.card import CALIBRATION_PATH
 from stkpay import cmd_calibration
 from stkpay.cli import EXIT_USAGE, CliError, _Parser
 from stkpay.config import Config
+from tests.vpcd import WatchedCard, require_pcscd, served_card
 
 READER = "Virtual PCD 00 01"  # vpcd slot 1
 VPCD_PORT = 35964  # slot 1 = 35963 + 1 (vsmartcard vpcd.h VPCDPORT)
@@ -153,74 +150,11 @@ def test_bad_instrument_spec_exit_2(spec: str, capsys: pytest.CaptureFixture[str
 # --- through pcscd + vpcd -------------------------------------------------------------------------
 
 
-class WatchedCard(VirtualCard):
-    """A VirtualCard that records that the vpcd driver talked to it."""
-
-    __slots__ = ("contacted",)
-
-    def __init__(self, iccid: str) -> None:
-        super().__init__(iccid)
-        self.contacted = threading.Event()
-
-    @property
-    def atr(self) -> bytes:
-        self.contacted.set()
-        return ATR
-
-
-def _require(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; under CI=true pcscd with vpcd is required")
-    pytest.skip(reason)
-
-
-def _connectable(reader: str) -> bool:
-    from smartcard.Exceptions import CardConnectionException, NoCardException
-    from smartcard.System import readers
-
-    chosen = next(r for r in readers() if str(r) == reader)
-    connection = chosen.createConnection()
-    try:
-        connection.connect()
-    except (NoCardException, CardConnectionException):
-        return False
-    connection.disconnect()
-    return True
-
-
 @pytest.fixture(scope="module")
 def slot1_card() -> Iterator[WatchedCard]:
     """A VirtualCard served on vpcd slot 1, present in READER; released afterwards."""
-    try:
-        names = list_readers()
-    except PcscError as exc:
-        _require(f"pcscd not reachable: {exc}")
-    if READER not in names:
-        _require(f"no vpcd reader {READER!r} (readers: {names})")
-    card = WatchedCard(ICCID)
-    stop, failures = threading.Event(), []
-
-    def serve() -> None:
-        try:
-            serve_vpcd(card, "127.0.0.1", VPCD_PORT, stop)
-        except OSError as exc:
-            failures.append(exc)
-
-    thread = threading.Thread(target=serve, name="vpcd-slot1", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10.0
-        # readiness polling of pcscd (not protocol timing)
-        while not (card.contacted.is_set() and _connectable(READER)):
-            if failures:
-                _require(f"cannot connect to vpcd on port {VPCD_PORT}: {failures[0]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the virtual card did not appear in {READER!r} within 10 s")
-            time.sleep(0.1)
+    with served_card(WatchedCard(ICCID), READER, VPCD_PORT) as card:
         yield card
-    finally:
-        stop.set()
-        thread.join(5)
 
 
 def test_calibrate_through_pcsc_writes_a_verified_instrument_record(
@@ -265,7 +199,7 @@ def test_calibrate_unknown_reader_exit_2(capsys: pytest.CaptureFixture[str], url
     try:
         list_readers()
     except PcscError as exc:
-        _require(f"pcscd not reachable: {exc}")
+        require_pcscd(f"pcscd not reachable: {exc}")
     argv = ["calibrate", "--reader", "No Such Reader", "--imei", IMEI, "--instrument", "sim:A=3"]
     assert run([*argv, "--url", url]) == EXIT_USAGE
     assert "No Such Reader" in capsys.readouterr().err
