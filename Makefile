@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/smpp_throughput.py
 	$(BIN)/python bench/ota_packets.py
 	$(BIN)/python bench/ledger_throughput.py
+	$(BIN)/python bench/calibration.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
