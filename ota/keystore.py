@@ -36,6 +36,7 @@ import re
 import secrets
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,6 +255,43 @@ class _Entry:
         return f"_Entry({self.info.describe()})"
 
 
+class _DerivedCache:
+    """The last ``limit`` cards' derived keys for one parsed version of the key file (its
+    entries list is the generation: a new version of the file clears the cache; with no
+    generation, as when the file could not be stat'ed, nothing is cached)."""
+
+    __slots__ = ("_generation", "_items", "_lock", "limit")
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._generation: object = None
+        self._items: OrderedDict[tuple[str, str, int], CardKeys] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"_DerivedCache({len(self._items)} cards)"
+
+    def get(self, generation: object, key: tuple[str, str, int]) -> CardKeys | None:
+        with self._lock:
+            if generation is None or generation is not self._generation:
+                return None
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, generation: object, key: tuple[str, str, int], keys: CardKeys) -> None:
+        with self._lock:
+            if generation is None:
+                return
+            if generation is not self._generation:
+                self._generation = generation
+                self._items.clear()
+            self._items[key] = keys
+            if len(self._items) > self.limit:
+                self._items.popitem(last=False)
+
+
 class FileKeyStore:
     """Master keys in a JSON file (mode 0600).
 
@@ -271,6 +309,8 @@ class FileKeyStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._cache: tuple[tuple[int, int, int, int], list[_Entry]] | None = None
+        # Card keys derived from the entries parsed last (cleared when the file changes).
+        self._derived = _DerivedCache()
 
     def __repr__(self) -> str:
         return f"FileKeyStore({str(self.path)!r})"
@@ -496,6 +536,11 @@ class FileKeyStore:
         chosen = [e for e in entries if e.info.version == version]
         if not chosen:
             raise KeyNotFoundError(f"no version {version} of key set {keyset!r} in {self.path}")
+        derived, source = self._derived, self._cache
+        generation = None if source is None else source[1]
+        cached = derived.get(generation, (iccid, keyset, version))
+        if cached is not None:
+            return cached
         keys = [
             card_key(
                 e.info.name,
@@ -505,7 +550,9 @@ class FileKeyStore:
             )
             for e in chosen
         ]
-        return _derive_all(iccid, keyset, version, keys)
+        result = _derive_all(iccid, keyset, version, keys)
+        derived.put(generation, (iccid, keyset, version), result)
+        return result
 
     def generate(
         self,

@@ -576,3 +576,17 @@ def test_parsed_file_is_reused_until_it_changes(key_path: Path) -> None:
     os.chmod(key_path, 0o644)
     with pytest.raises(KeyFileError):
         store.card_keys(ICCIDS[0])
+
+
+def test_derived_card_keys_follow_a_replaced_file(key_path: Path, tmp_path: Path) -> None:
+    """Derived card keys are reused only while the key file is the same: a file replaced by
+    another with other masters under the same versions gives the new keys at once."""
+    store = FileKeyStore(key_path)
+    generate_keyset(store, "ota", 1)
+    before = store.card_keys(ICCIDS[0])
+    assert store.card_keys(ICCIDS[0]) is before  # derived once, reused
+    other_path = tmp_path / "other" / "keys.json"
+    generate_keyset(FileKeyStore(other_path), "ota", 1)
+    os.replace(other_path, key_path)
+    after = store.card_keys(ICCIDS[0])
+    assert after.version == 1 and after.key("kic") != before.key("kic")
