@@ -63,26 +63,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from calibration.service import CalibrationService
-from calibration.store import CalibrationStore
-from calibration.table import HandsetModel, Provenance
-from handlers.app import AppConfig, Effect, SendSms, WalletApp
-from handlers.pins import Pepper, SqlPinStore
-from handlers.state import MemoryState
-from ledger.service import Ledger
-from ota.counters import open_counter_store
+from handlers.app import Effect, SendSms
+from handlers.pins import Pepper
 from ota.keys import KeyAlgorithm
 from ota.keystore import FileKeyStore, generate_keyset
-from ota.platform import OtaPlatform, OutgoingCommand
-from ota.receiver import MemoryHistory, SecuredMoReceiver
+from ota.platform import OutgoingCommand
 from ota.smspp import DCS_CLASS2_8BIT, TP_PID_SIM_DATA_DOWNLOAD
 from simcard.fleet import Fleet, HandsetModelSpec, InProcessNetwork
 from simcard.wallet_applet import TERMINAL_ID
 from smsc.handset import Handset, MailboxDirectory, MtMessage
 from smsc.message import OutboundMessage
 from smsc.reassembly import Message
-from stk_menus import wallet_mo
 from stkpay.config import Config, SimAccount
+from stkpay.embedded import EmbeddedPlatform
 from stkpay.runner import run
 
 #: UDH IEI of a secured command packet (TS 23.040 §9.2.3.24, IEI 0x70).
@@ -192,29 +185,17 @@ class _Platform:
         return deferToThreadPool(self.reactor, self.pool, fn, *args)
 
     def open(self) -> None:
-        url = f"sqlite:///{self.dir / 'ledger.db'}"
-        self.ledger = Ledger.connect(url)
-        self.pins = SqlPinStore(url, Pepper(bytes(32)))
-        self.counters = open_counter_store(f"sqlite:///{self.dir / 'ota.db'}")
-        self.platform = OtaPlatform(self.keystore, self.counters, clock=time.time)
-        receiver = SecuredMoReceiver(self.keystore, MemoryHistory(), tars=[wallet_mo.PLATFORM_TAR])
-        self.store = CalibrationStore.open(f"sqlite:///{self.dir / 'calibration.db'}")
-        now = dt.datetime.now(dt.UTC)
-        self.store.put_models(
-            [HandsetModel(m.tac, m.name, m.a_db, Provenance.LAB) for m in MODELS], at=now
-        )
-        self.calibration = CalibrationService(self.store, ota=self.platform, clock=_utcnow)
-        self.app = WalletApp(
-            ledger=self.ledger,
-            receiver=receiver,
-            platform=self.platform,
-            keystore=self.keystore,
-            pins=self.pins,
-            state=MemoryState(clock=time.monotonic),
+        self.stack = EmbeddedPlatform.open(
+            self.dir,
+            self.keystore,
+            models=MODELS,
             clock=_utcnow,
-            config=AppConfig(terminal_id=TERMINAL_ID),
-            calibration=self.calibration,
+            pepper=Pepper(bytes(32)),
+            terminal_id=TERMINAL_ID,
         )
+        stack = self.stack
+        self.ledger, self.platform, self.store = stack.ledger, stack.platform, stack.store
+        self.calibration, self.app = stack.calibration, stack.app
 
     def enrol(self) -> None:
         for entry in self.fleet:
@@ -223,10 +204,7 @@ class _Platform:
             self.ledger.enable_card(msisdn, entry.phone.card.iccid, request_id=f"card-{msisdn}")
 
     def close(self) -> None:
-        self.ledger.close()
-        self.pins.close()
-        self.counters.close()
-        self.store.close()
+        self.stack.close()
 
     def on_message(self, message: Message) -> defer.Deferred[None]:
         d = self.work(self.app.on_message, message)

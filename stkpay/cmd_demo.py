@@ -46,21 +46,15 @@ from calibration.imei import parse_imei
 from calibration.instrument import MEASUREMENT_LEVEL_DBM, SimulatedInstrument, calibrate_phone
 from calibration.profile import CalibrationRecord, Method, decode, encode
 from calibration.rf import DEFAULT_MODEL, BandKind, Profile
-from calibration.service import CalibrationService, calibration_apdus
-from calibration.store import CalibrationStore
-from calibration.table import HandsetModel, Provenance
-from handlers.app import AppConfig, Effect, SendSms, WalletApp
-from handlers.pins import Pepper, SqlPinStore
-from handlers.state import MemoryState
-from ledger.service import Ledger
+from calibration.service import calibration_apdus
+from handlers.app import Effect, SendSms
+from handlers.pins import Pepper
 from ota.apdu import ResponseApdu
 from ota.commands import TAR_RFM_UICC, SelectReturn, read_binary, select_by_path, update_binary
-from ota.counters import open_counter_store
 from ota.keys import KeyAlgorithm
 from ota.keystore import FileKeyStore, generate_keyset
 from ota.pboc import PurseKeys
-from ota.platform import OtaPlatform, OutgoingCommand, PorResult
-from ota.receiver import MemoryHistory, SecuredMoReceiver
+from ota.platform import OutgoingCommand, PorResult
 from ota.smspp import DCS_CLASS2_8BIT, TP_PID_SIM_DATA_DOWNLOAD
 from simcard.card import WALLET_PARAMETERS_PATH, VirtualCard
 from simcard.fleet import Fleet, FleetPhone, HandsetModelSpec, InProcessNetwork, imei_for
@@ -72,9 +66,9 @@ from smsc.handset import Handset, MailboxDirectory, MtMessage
 from smsc.message import OutboundMessage
 from smsc.reassembly import Message
 from smsc.text import Encoding
-from stk_menus import wallet_mo
 from stk_menus.replies import TEMPLATE_DIR
 from stkpay.config import Config, SimAccount
+from stkpay.embedded import EmbeddedPlatform
 from stkpay.runner import run
 
 PHONE_A = "8613800138000"
@@ -340,37 +334,21 @@ class _Wallet:
 
     def open_stores(self) -> None:
         """On the worker thread: ledger, PINs, state, OTA, calibration, the app."""
-        url = f"sqlite:///{self.dir / 'ledger.db'}"
-        business_now = _business_clock()
-        self.ledger = Ledger.connect(url, clock=business_now)
-        self.pins = SqlPinStore(url, Pepper(secrets.token_bytes(32)))
-        self.counters = open_counter_store(f"sqlite:///{self.dir / 'ota.db'}")
-        self.platform = OtaPlatform(self.keystore, self.counters, clock=time.time)
-        receiver = SecuredMoReceiver(self.keystore, MemoryHistory(), tars=[wallet_mo.PLATFORM_TAR])
-        self.store = CalibrationStore.open(f"sqlite:///{self.dir / 'calibration.db'}")
-        now = dt.datetime.now(dt.UTC)
-        self.store.put_models(
-            [HandsetModel(m.tac, m.name, m.a_db, Provenance.LAB) for m in TABLE_MODELS], at=now
-        )
-        self.calibration = CalibrationService(self.store, ota=self.platform, clock=business_now)
-        self.app = WalletApp(
-            ledger=self.ledger,
-            receiver=receiver,
-            platform=self.platform,
-            keystore=self.keystore,
-            pins=self.pins,
-            state=MemoryState(clock=time.monotonic),
-            clock=business_now,
-            config=AppConfig(terminal_id=TERMINAL_ID),
-            calibration=self.calibration,
+        self.stack = EmbeddedPlatform.open(
+            self.dir,
+            self.keystore,
+            models=TABLE_MODELS,
+            clock=_business_clock(),
+            pepper=Pepper(secrets.token_bytes(32)),
+            terminal_id=TERMINAL_ID,
             on_other_por=self.figures.pushed.append,
         )
+        stack = self.stack
+        self.ledger, self.pins, self.platform = stack.ledger, stack.pins, stack.platform
+        self.store, self.calibration, self.app = stack.store, stack.calibration, stack.app
 
     def close_stores(self) -> None:
-        self.ledger.close()
-        self.pins.close()
-        self.counters.close()
-        self.store.close()
+        self.stack.close()
 
     def enrol(self, cash: dict[str, int]) -> None:
         """On the worker thread: wallets opened and funded, cards enabled, PINs set."""
