@@ -32,6 +32,7 @@ import json
 import os
 import secrets
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -47,6 +48,8 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from calibration.service import CalibrationService
+from calibration.store import CalibrationStore
 from handlers.app import AppConfig, Effect, SendOta, SendSms, WalletApp
 from handlers.pins import Pepper, PinStore, open_pin_store
 from handlers.state import StateStore, open_state
@@ -437,6 +440,12 @@ def make_gateway(
     health endpoint or a store that cannot be opened."""
     environ = os.environ if env is None else env
     from stkpay.cli import CliError  # noqa: PLC0415 - cli imports the command modules
+    from stkpay.cmd_calibration import (  # noqa: PLC0415
+        DEFAULT_URL as CALIBRATION_DEFAULT_URL,
+    )
+    from stkpay.cmd_calibration import (  # noqa: PLC0415
+        URL_ENV as CALIBRATION_URL_ENV,
+    )
     from stkpay.cmd_ledger import redact, resolve_url  # noqa: PLC0415
 
     now = clock if clock is not None else _utc_now
@@ -458,6 +467,10 @@ def make_gateway(
     try:
         ledger_url = resolve_url(config.ledger.url, cwd)
         counter_url = resolve_url(config.ota.counter_url, cwd)
+        cal_url = resolve_url(
+            environ.get(CALIBRATION_URL_ENV) or config.calibration.url or CALIBRATION_DEFAULT_URL,
+            cwd,
+        )
     except CliError as exc:
         raise GatewayError(str(exc)) from None
     closers: list[Callable[[], object]] = []
@@ -475,6 +488,8 @@ def make_gateway(
         closers.append(state.close)
         counters = open_counter_store(counter_url)
         closers.append(counters.close)
+        calibration_store = CalibrationStore.open(cal_url)
+        closers.append(calibration_store.close)
     except GatewayError:
         raise
     except Exception as exc:
@@ -489,6 +504,15 @@ def make_gateway(
         ) from None
     platform = OtaPlatform(keystore, counters, clock=lambda: now().timestamp())
     receiver = SecuredMoReceiver(keystore, MemoryHistory(), tars=[wallet_mo.PLATFORM_TAR])
+    cal = config.calibration
+    calibration = CalibrationService(
+        calibration_store,
+        ota=platform,
+        clock=now,
+        rf_model=cal.rf_model(),
+        learn_count=cal.learn_count,
+        learn_tolerance_db=Decimal(str(cal.learn_tolerance_db)),
+    )
     app = WalletApp(
         ledger=ledger,
         receiver=receiver,
@@ -498,6 +522,7 @@ def make_gateway(
         state=state,
         clock=now,
         config=AppConfig(in_doubt_after=gw.in_doubt_after),
+        calibration=calibration,
     )
     return GatewayService(
         config,

@@ -32,6 +32,7 @@ from simcard.phone import SmsReceived
 from smsc.reassembly import Message
 from stk_menus.replies import render
 from stkpay.config import (
+    CalibrationConfig,
     Config,
     GatewayConfig,
     LedgerConfig,
@@ -67,6 +68,7 @@ def gateway_config(tmp: Path, sim: SimHandle | None) -> Config:
         smsc=smsc,
         ledger=LedgerConfig(url=f"sqlite:///{tmp / 'ledger.db'}"),
         ota=OtaConfig(key_file=str(tmp / "keys.json"), counter_url=f"sqlite:///{tmp / 'ota.db'}"),
+        calibration=CalibrationConfig(url=f"sqlite:///{tmp / 'calibration.db'}"),
         gateway=GatewayConfig(
             health="tcp:0:interface=127.0.0.1",
             sweep_interval=3600.0,
