@@ -42,7 +42,7 @@ from typing import Final, TypeAlias
 from zoneinfo import ZoneInfo
 
 from calibration.service import CalibrationService, Decision, Outcome
-from handlers.pins import PinStore, PinVerdict
+from handlers.pins import MAX_ATTEMPTS, PinCheck, PinStore, PinVerdict
 from handlers.state import StateStore, dedup_key
 from ledger.errors import (
     CardStateError,
@@ -424,7 +424,10 @@ class WalletApp:
             init = InitializeForLoadResponse.from_bytes(action.load_init)
         except PbocError:
             return [SendSms(msisdn, render("refused_bad_mac", lang))]
-        effects: list[Effect] = self._resolve(msisdn, iccid, action, init, load_key)
+        pending = self.ledger.pending_loads(iccid)
+        effects: list[Effect] = self._resolve(
+            msisdn, iccid, action, init, load_key, pending=pending
+        )
         check = self.pins.verify(iccid, action.pin, count=not redelivered)
         if check.verdict is PinVerdict.NOT_SET:
             return reply("refused_pin_unset")
@@ -442,7 +445,7 @@ class WalletApp:
             mac1_ok = False
         if not mac1_ok:
             return reply("refused_bad_mac")
-        pending_before = {v.key for v in self.ledger.pending_loads(iccid)}
+        pending_before = {v.key for v in pending}
         try:
             load = self.ledger.reserve_load(
                 msisdn,
@@ -453,14 +456,14 @@ class WalletApp:
                 key=load_key,
             )
         except Refused as refused:
-            self.pins.succeeded(iccid)
+            self._pin_succeeded(iccid, check)
             return [*effects, SendSms(msisdn, self._refusal(refused, lang))]
         except (UnknownCard, UnknownSubscriber, CardStateError):
             return reply("refused_unknown_card")
         except LedgerError as exc:
             log.warning("top-up of card %s refused by the ledger: %s", iccid, exc)
             return reply("topup_failed")
-        self.pins.succeeded(iccid)
+        self._pin_succeeded(iccid, check)
         if load_key in pending_before:
             return effects  # the CREDIT for this load went out already
         if load.id not in {v.id for v in self.ledger.pending_loads(iccid)}:
@@ -471,6 +474,12 @@ class WalletApp:
                 msisdn, iccid, load, init=init, action=action, lang=lang, purse=purse
             ),
         ]
+
+    def _pin_succeeded(self, iccid: str, check: PinCheck) -> None:
+        """Reset the wrong-PIN count after a judged request; a write only when there is a
+        count to reset (the common case, no wrong attempt before, costs no transaction)."""
+        if check.attempts_left < MAX_ATTEMPTS:
+            self.pins.succeeded(iccid)
 
     def _send_credit(
         self,
@@ -660,14 +669,18 @@ class WalletApp:
         action: wallet_mo.WalletMo,
         init: InitializeForLoadResponse | None,
         own_key: str | None,
+        *,
+        pending: Sequence[LoadView] | None = None,
     ) -> list[Effect]:
         """Settle this card's pending loads from what its (authenticated) MO tells: the online
         counter now (tag 86, or the INITIALIZE FOR LOAD answer of a top-up) and the proof of the
-        last load (tag 87). Returns the confirmation or failure replies."""
+        last load (tag 87). Returns the confirmation or failure replies. ``pending``: the
+        card's pending loads when the caller read them already."""
         now_counter = init.online_counter if init is not None else action.online_counter
         if now_counter is None:
             return []
-        pending = self.ledger.pending_loads(iccid)
+        if pending is None:
+            pending = self.ledger.pending_loads(iccid)
         effects: list[Effect] = []
         proof = action.load_proof
         lang = _lang(action.language)
