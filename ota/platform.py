@@ -18,6 +18,7 @@ SPI ``16 39``, KIc ``x2``, KID ``x2`` (x = the key set version).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -160,7 +161,12 @@ class OtaPlatform:
         self._clock = clock
         self.profile = profile
         self._max_pending = max_pending
+        # Oldest first (eviction, expiry); and by card and TAR, so that a PoR looks only at
+        # the commands sent to its sender. Both under ``_lock``: the gateway's workers share
+        # one platform.
         self._pending: OrderedDict[tuple[str, bytes, int], PendingCommand] = OrderedDict()
+        self._by_card: dict[tuple[str, bytes], dict[int, PendingCommand]] = {}
+        self._lock = threading.Lock()
         self._reference = 0
         self.evicted = 0
 
@@ -203,8 +209,9 @@ class OtaPlatform:
         packet = encode_command(
             spi=profile.spi, kic=kic, kid=kid, tar=tar, counter=counter, data=data, keys=keys
         )
-        self._reference = (self._reference + 1) & 0xFF
-        user_data = tuple(command_user_data(packet, reference=self._reference))
+        with self._lock:
+            self._reference = reference = (self._reference + 1) & 0xFF
+        user_data = tuple(command_user_data(packet, reference=reference))
         pending = PendingCommand(
             msisdn, iccid, bytes(tar), counter, profile.spi, kic, kid, self._clock(), keys
         )
@@ -213,10 +220,29 @@ class OtaPlatform:
         return OutgoingCommand(pending, packet, user_data)
 
     def _remember(self, pending: PendingCommand) -> None:
-        self._pending[(pending.msisdn, pending.tar, pending.counter)] = pending
-        while len(self._pending) > self._max_pending:
-            self._pending.popitem(last=False)
-            self.evicted += 1
+        with self._lock:
+            self._pending[(pending.msisdn, pending.tar, pending.counter)] = pending
+            self._by_card.setdefault((pending.msisdn, pending.tar), {})[pending.counter] = pending
+            while len(self._pending) > self._max_pending:
+                _, old = self._pending.popitem(last=False)
+                self._unindex(old)
+                self.evicted += 1
+
+    def _unindex(self, pending: PendingCommand) -> None:
+        card = (pending.msisdn, pending.tar)
+        commands = self._by_card.get(card)
+        if commands is not None:
+            commands.pop(pending.counter, None)
+            if not commands:
+                del self._by_card[card]
+
+    def _claim(self, msisdn: str, tar: bytes, counter: int) -> PendingCommand | None:
+        """Remove and return the command ``(msisdn, tar, counter)``, if still pending."""
+        with self._lock:
+            pending = self._pending.pop((msisdn, tar, counter), None)
+            if pending is not None:
+                self._unindex(pending)
+            return pending
 
     def receive_por(self, msisdn: str, user_data: bytes) -> PorResult:
         """Verify a PoR received as SMS user data (UDH with IEI 0x71 included) from
@@ -226,7 +252,8 @@ class OtaPlatform:
         if len(packet) < 6:
             raise MalformedPacket(f"response packet of {len(packet)} octets is too short")
         tar = bytes(packet[3:6])
-        candidates = [p for (m, t, _), p in self._pending.items() if m == msisdn and t == tar]
+        with self._lock:
+            candidates = list(self._by_card.get((msisdn, tar), {}).values())
         if not candidates:
             raise UnmatchedPor(f"no command to {msisdn} awaits a PoR for TAR {tar.hex().upper()}")
         error: OtaError | None = None
@@ -243,11 +270,10 @@ class OtaPlatform:
                 error = exc
                 continue
             # The counter sits under the ciphering: it names the command answered.
-            pending = self._pending.get((msisdn, tar, por.counter))
+            pending = self._claim(msisdn, tar, por.counter)
             if pending is None:
                 error = UnmatchedPor(f"PoR counter {por.counter} matches no command")
                 continue
-            del self._pending[(msisdn, tar, pending.counter)]
             response = None
             if por.status is ResponseStatus.POR_OK:
                 try:
@@ -260,7 +286,9 @@ class OtaPlatform:
 
     def expire(self, older_than: float) -> list[PendingCommand]:
         """Forget commands sent before ``older_than`` whose PoR never came; returns them."""
-        gone = [p for p in self._pending.values() if p.sent_at < older_than]
-        for p in gone:
-            del self._pending[(p.msisdn, p.tar, p.counter)]
+        with self._lock:
+            gone = [p for p in self._pending.values() if p.sent_at < older_than]
+            for p in gone:
+                del self._pending[(p.msisdn, p.tar, p.counter)]
+                self._unindex(p)
         return gone

@@ -5,6 +5,7 @@ TS 31.115 §4, TS 102 226 §5.1.2)."""
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,51 @@ def test_pending_commands_are_bounded_and_expire(tmp_path: Path) -> None:
     gone = platform.expire(older_than=4.0)
     assert [p.counter for p in gone] == [3, 4]
     assert platform.pending == 1
+
+
+def test_evicted_and_expired_commands_no_longer_match_a_por(tmp_path: Path) -> None:
+    """The per-card index follows eviction and expiry: a PoR for a forgotten command is
+    unmatched, the one still pending matches, and nothing of the card's is left after."""
+    store = FileKeyStore(tmp_path / "keys.json")
+    generate_keyset(store, "ota", 1)
+    now = [0.0]
+    platform = OtaPlatform(
+        store, open_counter_store("sqlite://:memory:"), clock=lambda: now[0], max_pending=2
+    )
+    sent = []
+    for t in range(3):
+        now[0] = float(t)
+        sent.append(platform.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF]))
+    now[0] = 3.0
+    other = platform.command(iccid=ICCID_B, msisdn="2", tar=TAR, apdus=[SELECT_MF])
+    # Capacity 2: the first two of card A were evicted, oldest first.
+    for gone in sent[:2]:
+        with pytest.raises(UnmatchedPor):
+            platform.receive_por("1", answer(platform, ICCID_A, gone.packet))
+    assert platform.expire(older_than=2.5) == [sent[2].pending]
+    with pytest.raises(UnmatchedPor):
+        platform.receive_por("1", answer(platform, ICCID_A, sent[2].packet))
+    assert platform.receive_por("2", answer(platform, ICCID_B, other.packet)).ok
+    assert platform.pending == 0 and platform._by_card == {}
+
+
+def test_workers_sharing_a_platform_match_every_por_once(platform: OtaPlatform) -> None:
+    """Commands and PoRs of many cards from several threads at once (the gateway's workers):
+    every PoR matches its own command exactly once and the table ends empty."""
+    cards = [(f"89860012345678{i:05d}", str(1000 + i)) for i in range(16)]
+
+    def one_card(card: tuple[str, str]) -> int:
+        iccid, msisdn = card
+        matched = 0
+        for _ in range(5):
+            out = platform.command(iccid=iccid, msisdn=msisdn, tar=TAR, apdus=[SELECT_MF])
+            result = platform.receive_por(msisdn, answer(platform, iccid, out.packet))
+            matched += result.command.counter == out.pending.counter
+        return matched
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(one_card, cards)) == [5] * len(cards)
+    assert platform.pending == 0
 
 
 def test_counter_survives_a_restart(tmp_path: Path) -> None:
