@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -236,6 +237,8 @@ class WalletApp:
         self.calibration_tar = bytes(calibration_tar)
         self.on_other_por = on_other_por
         self._zone = ZoneInfo(self.config.timezone)
+        # The notes are shared by the gateway's workers (each subscriber on one worker).
+        self._notes_lock = threading.Lock()
         self._notes: OrderedDict[str, LoadNote] = OrderedDict()  # by load id
         self._by_command: dict[tuple[str, int], str] = {}  # (msisdn, OTA counter) -> load id
         self._unknown_seen: set[str] = set()
@@ -533,17 +536,25 @@ class WalletApp:
         return SendOta(msisdn, outgoing)
 
     def _remember(self, note: LoadNote) -> None:
-        self._notes[note.load_id] = note
-        self._by_command[(note.msisdn, note.ota_counter)] = note.load_id
-        while len(self._notes) > self.config.max_notes:
-            _, old = self._notes.popitem(last=False)
-            self._by_command.pop((old.msisdn, old.ota_counter), None)
+        with self._notes_lock:
+            self._notes[note.load_id] = note
+            self._by_command[(note.msisdn, note.ota_counter)] = note.load_id
+            while len(self._notes) > self.config.max_notes:
+                _, old = self._notes.popitem(last=False)
+                self._by_command.pop((old.msisdn, old.ota_counter), None)
 
     def _forget(self, load_id: str) -> LoadNote | None:
-        note = self._notes.pop(load_id, None)
-        if note is not None:
-            self._by_command.pop((note.msisdn, note.ota_counter), None)
-        return note
+        with self._notes_lock:
+            note = self._notes.pop(load_id, None)
+            if note is not None:
+                self._by_command.pop((note.msisdn, note.ota_counter), None)
+            return note
+
+    def _note_for(self, msisdn: str, ota_counter: int) -> LoadNote | None:
+        """The note of the load whose CREDIT went out as OTA command ``ota_counter``."""
+        with self._notes_lock:
+            load_id = self._by_command.get((msisdn, ota_counter))
+            return None if load_id is None else self._notes.get(load_id)
 
     def _refusal(self, refused: Refused, lang: str) -> str:
         f = refused.figures
@@ -574,10 +585,10 @@ class WalletApp:
         except OtaError as exc:
             log.info("PoR from %s refused: %s", msg.source, exc)
             return []
-        load_id = self._by_command.get((por.command.msisdn, por.command.counter))
-        if load_id is None:
+        note = self._note_for(por.command.msisdn, por.command.counter)
+        if note is None:
             return self._other_por(por)  # a calibration update, an operator's push
-        note = self._notes[load_id]
+        load_id = note.load_id
         tac = self._tac_of(por)
         if tac is not None:
             if self._tac_ok(note, tac):

@@ -9,9 +9,10 @@
   losable state store (``[state]``), the key file and the OTA counter store (``[ota]``).
 
 MO flow (docs/architecture.md, "State and scale"): the ESME hands a reassembled MO to
-:meth:`GatewayService.on_message`, which runs ``WalletApp.on_message`` on the gateway's own
-worker thread (one thread: the app's in-memory notes are not shared between threads) and
-carries the effects out: ``SendSms`` as a text MT, ``SendOta`` as SMS-PP data download (TP-PID
+:meth:`GatewayService.on_message`, which runs ``WalletApp.on_message`` on one of the
+gateway's ``[gateway] workers`` threads, chosen by the sender's MSISDN (a subscriber's MO are
+handled one at a time, in arrival order; other subscribers' beside them, their ledger writes
+sharing durable commits through the group committer), and carries the effects out: ``SendSms`` as a text MT, ``SendOta`` as SMS-PP data download (TP-PID
 0x7F, DCS 0xF6, 3GPP TS 31.115 §4). The Deferred given back to the ESME fires only once the
 app has returned (the MO is durably accepted), so the deliver_sm_resp follows; if the app
 raised (database or state store down) it fails and the ESME answers ESME_RX_T_APPN (SMPP 3.4
@@ -31,6 +32,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import zlib
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -196,7 +198,13 @@ class GatewayService(MultiService):
             drain_timeout=grace / 2,
         )
         self.addService(self.esme)  # type: ignore[no-untyped-call]
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="stkpay-gateway-app")
+        # One single-thread pool per worker; a subscriber's MO always go to the same worker,
+        # so they are handled in arrival order (a PoR after the top-up it answers) while
+        # other subscribers' MO run beside them and their commits are grouped.
+        self._pools = [
+            ThreadPool(minthreads=1, maxthreads=1, name=f"stkpay-gateway-app-{i}")
+            for i in range(max(1, config.gateway.workers))
+        ]
         self._busy: set[Deferred[Any]] = set()  # app calls in progress
         self._sends: set[Deferred[SendResult]] = set()  # replies not yet answered by the SMSC
         self._sweep = LoopingCall(self._sweep_once)
@@ -213,8 +221,11 @@ class GatewayService(MultiService):
 
     # -- the MO flow ------------------------------------------------------------------------
 
-    def _in_pool(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = deferToThreadPool(self.reactor, self._pool, fn, *args)
+    def _worker(self, subscriber: str) -> ThreadPool:
+        return self._pools[zlib.crc32(subscriber.encode()) % len(self._pools)]
+
+    def _in_pool(self, pool: ThreadPool, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = deferToThreadPool(self.reactor, pool, fn, *args)
         self._busy.add(d)
 
         def done(result: object) -> object:
@@ -229,7 +240,7 @@ class GatewayService(MultiService):
         if self.stopping:
             self.mo_refused += 1
             return defer.fail(GatewayStopping("the gateway is stopping; MO not taken"))
-        d = self._in_pool(self.app.on_message, message)
+        d = self._in_pool(self._worker(message.source), self.app.on_message, message)
 
         def carry_out(effects: list[Effect]) -> None:
             self.mo_accepted += 1
@@ -289,7 +300,7 @@ class GatewayService(MultiService):
             log.warn("sweep failed: {error}", error=reason.getErrorMessage())
 
         now = self.clock()
-        return self._in_pool(self.app.sweep, now).addCallbacks(marked, failed)
+        return self._in_pool(self._pools[0], self.app.sweep, now).addCallbacks(marked, failed)
 
     # -- health -----------------------------------------------------------------------------
 
@@ -376,7 +387,8 @@ class GatewayService(MultiService):
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
         self.stopping = False
-        self._pool.start()
+        for pool in self._pools:
+            pool.start()
         super().startService()  # type: ignore[no-untyped-call]
         self._listen_health()
         self._sweep.start(self.config.gateway.sweep_interval, now=False).addErrback(
@@ -407,7 +419,8 @@ class GatewayService(MultiService):
         if self._health_port is not None:
             port, self._health_port = self._health_port, None
             await self._settle([defer.maybeDeferred(port.stopListening)], 1.0)
-        self._pool.stop()
+        for pool in self._pools:
+            pool.stop()
         for close in self._closers:
             try:
                 close()
@@ -476,7 +489,8 @@ def make_gateway(
     closers: list[Callable[[], object]] = []
     try:
         keystore = FileKeyStore(key_path)
-        ledger = Ledger.connect(ledger_url, clock=now, group_commit=False)
+        # Several workers: their concurrent writes share durable commits (group commit).
+        ledger = Ledger.connect(ledger_url, clock=now, group_commit=gw.workers > 1)
         closers.append(ledger.close)
         pins = open_pin_store(ledger_url, pepper)
         closers.append(pins.close)

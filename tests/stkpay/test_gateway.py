@@ -91,11 +91,11 @@ def get_health(port: int) -> tuple[int, dict[str, Any]]:
 class Rig:
     """Simulator + fleet phones + the ledger's subscribers + the running gateway."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, count: int = 2) -> None:
         self.tmp = tmp
         self.keystore = FileKeyStore(tmp / "keys.json")
         generate_keyset(self.keystore, "ota", 1, KeyAlgorithm.AES)
-        self.fleet = Fleet(self.keystore, count=2, first_msisdn=FIRST, seed=7)
+        self.fleet = Fleet(self.keystore, count=count, first_msisdn=FIRST, seed=7)
         self.sim: SimHandle | None = None
         self.network: InProcessNetwork | None = None
         self.gateway: GatewayService | None = None
@@ -181,6 +181,44 @@ async def test_topup_and_balance_through_the_gateway(rig: Rig) -> None:
     reply = rig.sms(msisdn)[-1]
     assert "100.00" in reply and "1900.00" in reply
     assert rig.gateway.mo_accepted >= 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_topups_on_several_workers(tmp_path: Path) -> None:
+    """Twelve phones top up at once, on the gateway's four workers with group commit, in two
+    rounds: every load is confirmed and posted exactly once, the purses equal the ledger's
+    mirrors, and the ledger verifies."""
+    r = Rig(tmp_path, count=12)
+    try:
+        await r.start()
+        assert r.gateway is not None and len(r.gateway._pools) == 4
+        phones = [e.phone.msisdn for e in r.fleet]
+        for round_ in (1, 2):
+            for msisdn in phones:
+                r.act(msisdn, lambda p: p.select(TOPUP))
+                r.act(msisdn, lambda p: p.input("10"))
+                r.act(msisdn, lambda p: p.input(PIN))
+
+            expected = render(
+                "topup_ok",
+                "zh",
+                amount=1_000,
+                card_balance=1_000 * round_,
+                cash_balance=200_000 - 1_000 * round_,
+            )
+
+            def confirmed(text: str = expected) -> bool:
+                return all(text in r.sms(m) for m in phones)
+
+            await until(confirmed, 20, f"round {round_} of confirmations")
+        ledger = r.gateway.ledger
+        for entry in r.fleet:
+            view = ledger.wallet(entry.phone.msisdn)
+            assert (view.card_balance, view.cash, view.in_flight) == (2_000, 198_000, 0)
+            assert entry.phone.applet.purse.balance == 2_000
+        assert ledger.verify().ok
+    finally:
+        await r.stop()
 
 
 @pytest_twisted.ensureDeferred
