@@ -339,10 +339,11 @@ class Conn:
         types: tuple[str, ...],
         rows: Sequence[Sequence[Any]],
         *,
-        increment: bool = False,
+        increment: bool | Sequence[str] = False,
     ) -> None:
-        """Set (or with ``increment`` add to) ``cols`` of the rows whose ``key`` is each row's
-        first value, in one statement (see :meth:`update_statements`)."""
+        """Set (or with ``increment`` add to: all of them, or those named) ``cols`` of the rows
+        whose ``key`` is each row's first value, in one statement (see
+        :meth:`update_statements`)."""
         for sql, params, binary in self.update_statements(
             table, key, cols, types, rows, increment=increment
         ):
@@ -356,16 +357,20 @@ class Conn:
         types: tuple[str, ...],
         rows: Sequence[Sequence[Any]],
         *,
-        increment: bool = False,
+        increment: bool | Sequence[str] = False,
     ) -> list[Statement]:
         """The statements of :meth:`update_rows` (SQLite: ``UPDATE ... FROM (VALUES ...)``;
         PostgreSQL: ``UPDATE ... FROM`` the rows as one JSON parameter, as
         :meth:`insert_statements`). ``types``: the SQL types of key and columns."""
         if not rows:
             return []
-        plus = f"{table}.{{c}} + " if increment else ""
+        added = set(cols) if increment is True else set(increment or ())
+
+        def plus(c: str) -> str:
+            return f"{table}.{c} + " if c in added else ""
+
         if self.dialect == "postgresql":
-            sets = ", ".join(f"{c} = {plus.format(c=c)}v.{c}" for c in cols)
+            sets = ", ".join(f"{c} = {plus(c)}v.{c}" for c in cols)
             return [
                 (
                     f"UPDATE {table} SET {sets} FROM (SELECT {_pg_columns(types, (key, *cols))} "  # noqa: S608 - constant names
@@ -375,7 +380,7 @@ class Conn:
                     False,
                 )
             ]
-        sets = ", ".join(f"{c} = {plus.format(c=c)}v.column{i + 2}" for i, c in enumerate(cols))
+        sets = ", ".join(f"{c} = {plus(c)}v.column{i + 2}" for i, c in enumerate(cols))
         template = f"({', '.join('?' * (len(cols) + 1))})"
         per = max(1, _MAX_PARAMS // (len(cols) + 1))
         return [

@@ -6,6 +6,8 @@ recomputes every balance from the journal and checks the invariants the writers 
 
 * each account's cached balance equals its credits minus its debits, and equals the balance
   recorded after the account's latest transfer;
+* each account's chain (schema version 2) starts at its latest transfer and links every
+  transfer of the account to the one before it;
 * the balances sum to zero; no non-negative account (cash, card purse, merchant payable,
   loads in flight) is negative;
 * every transfer has a positive amount and one currency on both sides;
@@ -106,24 +108,33 @@ def history(conn: Conn, msisdn: str, last: int) -> list[EntryView]:
         str(r[0])
         for r in conn.execute("SELECT purse_account FROM cards WHERE wallet_id = ?", (wid,))
     }
-    marks = ", ".join("?" for _ in accounts)
     found: dict[int, tuple[Any, ...]] = {}
-    for side in ("debit_account", "credit_account"):
-        for row in conn.execute(
-            f"SELECT {_T_COLS} FROM transfers WHERE {side} IN ({marks}) ORDER BY id DESC LIMIT ?",  # noqa: S608 - constant SQL, values bound
-            (*sorted(accounts), last),
-        ):
+    for account in sorted(accounts):
+        for row in conn.execute(_CHAIN, (account, account, last)):
             found[int(row[0])] = row
     rows = [found[tid] for tid in sorted(found, reverse=True)]
     return _legs(conn, rows, accounts)[:last]
+
+
+#: an account's latest transfers, newest first: its chain (schema version 2) walked from
+#: ``accounts.last_transfer`` through each transfer's link on the account's side, at most
+#: the given number of steps; parameters: account, account, count
+_CHAIN: Final = (
+    "WITH RECURSIVE chain(id, n) AS ("  # noqa: S608 - constant SQL, values bound
+    " SELECT last_transfer, 1 FROM accounts WHERE id = ? AND last_transfer IS NOT NULL"
+    " UNION ALL"
+    " SELECT CASE WHEN t.debit_account = ? THEN t.debit_prev ELSE t.credit_prev END, c.n + 1"
+    " FROM chain c JOIN transfers t ON t.id = c.id WHERE c.n < ?"
+    f") SELECT {_T_COLS} FROM transfers WHERE id IN (SELECT id FROM chain) ORDER BY id DESC"
+)
 
 
 def _day_rows(conn: Conn, account: str, day: date, limits: Limits) -> list[tuple[Any, ...]]:
     """Transfers of ``account`` posted on the local calendar ``day``, oldest first.
 
     The day is mapped to a range of transfer ids with the (cheap, append-only) index on the
-    posting time, then each side's (account, id) index gives the account's rows in the range:
-    no per-account time index has to be maintained on every insert."""
+    posting time, and that range of the journal is read in id order for the account's rows:
+    no per-account index has to be maintained on every insert (schema version 2)."""
     start, end = day_bounds(day, limits.timezone)
     bounds = (conn.ts(start), conn.ts(end))
     span = conn.one(
@@ -131,15 +142,12 @@ def _day_rows(conn: Conn, account: str, day: date, limits: Limits) -> list[tuple
     )
     if span is None or span[0] is None:
         return []
-    found: dict[int, tuple[Any, ...]] = {}
-    for side in ("debit_account", "credit_account"):
-        for row in conn.execute(
-            f"SELECT {_T_COLS} FROM transfers WHERE {side} = ? AND id BETWEEN ? AND ? "  # noqa: S608
-            "AND created_at >= ? AND created_at < ?",
-            (account, span[0], span[1], *bounds),
-        ):
-            found[int(row[0])] = row
-    return [found[tid] for tid in sorted(found)]
+    return conn.execute(
+        f"SELECT {_T_COLS} FROM transfers WHERE id BETWEEN ? AND ? "  # noqa: S608 - constant SQL
+        "AND (debit_account = ? OR credit_account = ?) AND created_at >= ? AND created_at < ? "
+        "ORDER BY id",
+        (span[0], span[1], account, account, *bounds),
+    )
 
 
 def merchant_day(conn: Conn, merchant_id: str, day: date, limits: Limits) -> list[EntryView]:
@@ -192,10 +200,11 @@ def pending_loads(conn: Conn, iccid: str | None) -> list[LoadView]:
 def verify(conn: Conn) -> VerifyReport:
     """Recompute every balance from the journal and check the invariants."""
     problems: list[str] = []
-    accounts = {
-        str(r[0]): (str(r[1]), str(r[2]), int(r[3]))
-        for r in conn.execute("SELECT id, kind, currency, balance FROM accounts")
-    }
+    heads: dict[str, int | None] = {}
+    accounts: dict[str, tuple[str, str, int]] = {}
+    for r in conn.execute("SELECT id, kind, currency, balance, last_transfer FROM accounts"):
+        accounts[str(r[0])] = (str(r[1]), str(r[2]), int(r[3]))
+        heads[str(r[0])] = None if r[4] is None else int(r[4])
     derived = dict.fromkeys(accounts, 0)
     for account, total in conn.execute(
         "SELECT credit_account, SUM(amount) FROM transfers GROUP BY credit_account"
@@ -235,12 +244,12 @@ def verify(conn: Conn) -> VerifyReport:
         "WHERE d.currency <> c.currency OR t.currency <> d.currency ORDER BY t.id LIMIT 10"
     ):
         problems.append(f"transfer {tid} mixes currencies")
-    for account, after in conn.execute(
+    for account, after, latest in conn.execute(
         "WITH legs AS ("
         "  SELECT id, debit_account AS acc, debit_balance AS bal FROM transfers"
         "  UNION ALL SELECT id, credit_account, credit_balance FROM transfers"
         "), latest AS (SELECT acc, MAX(id) AS id FROM legs GROUP BY acc) "
-        "SELECT l.acc, g.bal FROM latest l JOIN legs g ON g.acc = l.acc AND g.id = l.id"
+        "SELECT l.acc, g.bal, l.id FROM latest l JOIN legs g ON g.acc = l.acc AND g.id = l.id"
     ):
         known = accounts.get(str(account))
         if known is not None and int(after) != known[2]:
@@ -248,6 +257,21 @@ def verify(conn: Conn) -> VerifyReport:
             problems.append(
                 f"account {account}: balance after its latest transfer is {after}, cached {cached}"
             )
+        if known is not None and heads.pop(str(account)) != int(latest):
+            problems.append(f"account {account}: its chain does not start at transfer {latest}")
+    for account, head in sorted(heads.items()):
+        if head is not None:
+            problems.append(f"account {account} has no transfer but its chain starts at {head}")
+    for account, tid in conn.execute(
+        "WITH legs AS ("
+        "  SELECT id, debit_account AS acc, debit_prev AS prev FROM transfers"
+        "  UNION ALL SELECT id, credit_account, credit_prev FROM transfers"
+        "), linked AS (SELECT acc, id, prev, LAG(id) OVER (PARTITION BY acc ORDER BY id) AS want"
+        "  FROM legs) "
+        "SELECT acc, id FROM linked WHERE COALESCE(prev, 0) <> COALESCE(want, 0) "
+        "ORDER BY id LIMIT 10"
+    ):
+        problems.append(f"transfer {tid}: the chain of {account} skips or misses a link")
 
     _check_loads(conn, accounts, problems)
     if len(problems) > MAX_PROBLEMS:

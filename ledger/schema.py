@@ -16,6 +16,15 @@ Tables:
 * ``wallets``, ``cards``, ``merchants``: the holders; at most one open wallet per MSISDN and one
   active card per wallet (partial unique indexes).
 * ``loads``: two-phase card top-ups and their state.
+
+Version 2 (the write path of the journal): each account keeps the id of its latest transfer
+(``accounts.last_transfer``) and each transfer the previous transfer of either side
+(``debit_prev``, ``credit_prev``), a chain per account, newest first. An account's entries are
+found by walking it; the per-account indexes ``(debit_account, id)`` and ``(credit_account,
+id)`` are dropped: every batch inserted into them at one place per account it touched, which
+dirtied (and wrote to the WAL, then the database) one index page per account per commit and
+cost more than the rest of a transfer's storage. The journal's remaining indexes (the id, the
+unique key, the posting time) take appends.
 """
 
 from __future__ import annotations
@@ -175,7 +184,7 @@ _PG_APPEND_ONLY: Final = (
     ),
 )
 
-MIGRATIONS: Final = (
+_V1: Final = (
     Migration(
         1,
         "accounts, journal, requests, wallets, cards, merchants, loads",
@@ -193,6 +202,66 @@ MIGRATIONS: Final = (
             ),
             *_PG_APPEND_ONLY,
             *_operator_accounts("now()"),
+        ),
+    ),
+)
+
+
+def _backfill(greatest: str) -> tuple[str, str]:
+    """The version-2 backfill (using the version-1 indexes): each transfer's previous
+    transfer on either side, then each account's latest; ``greatest`` takes the greater of
+    two ids, either possibly NULL."""
+    latest = (
+        "(SELECT MAX(p.id) FROM transfers p WHERE p.{col} = transfers.{side} "
+        "AND p.id < transfers.id)"
+    )
+
+    def prev(side: str) -> str:
+        return greatest.format(
+            a=latest.format(col="debit_account", side=side),
+            b=latest.format(col="credit_account", side=side),
+        )
+
+    last = greatest.format(
+        a="(SELECT MAX(t.id) FROM transfers t WHERE t.debit_account = accounts.id)",
+        b="(SELECT MAX(t.id) FROM transfers t WHERE t.credit_account = accounts.id)",
+    )
+    return (
+        f"UPDATE transfers SET debit_prev = {prev('debit_account')}, "  # noqa: S608 - constant SQL
+        f"credit_prev = {prev('credit_account')}",
+        f"UPDATE accounts SET last_transfer = {last}",  # noqa: S608 - constant SQL
+    )
+
+
+#: SQLite's two-argument max() is NULL when either is; PostgreSQL's GREATEST ignores NULLs
+_SQLITE_BACKFILL: Final = _backfill("NULLIF(max(COALESCE({a}, 0), COALESCE({b}, 0)), 0)")
+_PG_BACKFILL: Final = _backfill("GREATEST({a}, {b})")
+
+MIGRATIONS: Final = (
+    *_V1,
+    Migration(
+        2,
+        "per-account transfer chains replace the journal's per-account indexes",
+        sqlite=(
+            "ALTER TABLE accounts ADD COLUMN last_transfer INTEGER",
+            "ALTER TABLE transfers ADD COLUMN debit_prev INTEGER",
+            "ALTER TABLE transfers ADD COLUMN credit_prev INTEGER",
+            "DROP TRIGGER transfers_no_update",
+            _SQLITE_BACKFILL[0],
+            _SQLITE_APPEND_ONLY[0],
+            _SQLITE_BACKFILL[1],
+            "DROP INDEX transfers_debit",
+            "DROP INDEX transfers_credit",
+        ),
+        postgresql=(
+            "ALTER TABLE accounts ADD COLUMN last_transfer BIGINT",
+            "ALTER TABLE transfers ADD COLUMN debit_prev BIGINT, ADD COLUMN credit_prev BIGINT",
+            "ALTER TABLE transfers DISABLE TRIGGER transfers_append_only",
+            _PG_BACKFILL[0],
+            "ALTER TABLE transfers ENABLE TRIGGER transfers_append_only",
+            _PG_BACKFILL[1],
+            "DROP INDEX transfers_debit",
+            "DROP INDEX transfers_credit",
         ),
     ),
 )

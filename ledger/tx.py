@@ -45,7 +45,9 @@ AccountMeta = tuple[str, str]  # (kind, currency): immutable, cacheable across t
 
 @dataclass(slots=True, eq=False)
 class AccountRow:
-    """An account as this batch knows it; ``balance`` is None unless read under lock."""
+    """An account as this batch knows it; ``balance`` is None unless read under lock, and
+    ``last`` (its latest transfer's id, the head of its chain: schema version 2) is read
+    with it."""
 
     id: str
     kind: str
@@ -53,6 +55,7 @@ class AccountRow:
     balance: int | None
     delta: int = 0
     new: bool = False
+    last: int | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -137,6 +140,8 @@ class TransferRow:
     id: int = 0
     debit_balance: int = 0
     credit_balance: int = 0
+    debit_prev: int | None = None
+    credit_prev: int | None = None
 
     def view(self) -> TransferView:
         """The row as a view (after the flush gave it its id)."""
@@ -228,6 +233,8 @@ class Tx:
         self._early: set[str] = set()
         #: PostgreSQL: transfer ids allocated by the prefetch after its locks, ascending
         self._ids: list[int] = []
+        #: after :meth:`prepare`: each touched account's latest transfer id
+        self._heads: dict[str, int | None] = {}
         self._new: dict[str, list[Any]] = {
             "accounts": [],
             "wallets": [],
@@ -504,7 +511,7 @@ class Tx:
                 params += more
             queries.append(
                 (
-                    f"{_W_COLS_W}, a.kind, a.currency, a.balance",
+                    f"{_W_COLS_W}, a.kind, a.currency, a.balance, a.last_transfer",
                     "FROM wallets w JOIN accounts a ON a.id = w.cash_account "
                     f"WHERE {' OR '.join(where)} ORDER BY w.id{lock and ' FOR UPDATE OF w, a'}",
                     params,
@@ -518,7 +525,7 @@ class Tx:
                     wallet = self._wallet_from(row)
                     if wallet.state == "open":
                         self._open_by_msisdn[wallet.msisdn] = wallet.id
-                    self._account_from(wallet.cash_account, row[-3:])
+                    self._account_from(wallet.cash_account, row[-4:])
 
             handlers.append(got_wallets)
         card_wanted = sorted(iccids - self._cards.keys())
@@ -526,7 +533,7 @@ class Tx:
             cond, params = conn.in_("c.iccid", card_wanted)
             queries.append(
                 (
-                    f"{_C_COLS_C}, a.kind, a.currency, a.balance",
+                    f"{_C_COLS_C}, a.kind, a.currency, a.balance, a.last_transfer",
                     "FROM cards c JOIN accounts a ON a.id = c.purse_account "
                     f"WHERE {cond} ORDER BY c.iccid{lock and ' FOR UPDATE OF c, a'}",
                     params,
@@ -539,7 +546,7 @@ class Tx:
                 for row in rows:
                     card = self._card_from(row)
                     self._cards[card.iccid] = card
-                    self._account_from(card.purse_account, row[-3:])
+                    self._account_from(card.purse_account, row[-4:])
 
             handlers.append(got_cards)
         if load_wanted:
@@ -562,7 +569,7 @@ class Tx:
             cond, params = conn.in_("id", account_wanted)
             queries.append(
                 (
-                    "id, kind, currency, balance",
+                    "id, kind, currency, balance, last_transfer",
                     f"FROM accounts WHERE {cond} ORDER BY id{lock}",
                     params,
                 )
@@ -585,16 +592,20 @@ class Tx:
                 handler(rows)
 
     def _account_from(self, account_id: str, row: Sequence[Any]) -> None:
-        """Cache an account read under lock by the prefetch (kind, currency, balance)."""
-        kind, currency, balance = row
+        """Cache an account read under lock by the prefetch (kind, currency, balance, latest
+        transfer)."""
+        kind, currency, balance, last = row
         if account_id not in self._meta:
             self._meta[account_id] = (kind, currency)
         acc = self._accounts.get(account_id)
         if acc is None:
-            self._accounts[account_id] = AccountRow(account_id, kind, currency, int(balance))
+            self._accounts[account_id] = AccountRow(
+                account_id, kind, currency, int(balance), last=last
+            )
             self._early.add(account_id)
         elif acc.balance is None:  # known (kind and currency) but not read under lock yet
             acc.balance = int(balance) + acc.delta
+            acc.last = last
             self._early.add(account_id)
 
     def request(self, key: str, *, fresh: bool = False) -> RequestRow | None:
@@ -622,7 +633,8 @@ class Tx:
                 return acc
         # kind and currency never change: only a read of the balance takes the row lock
         sql = (
-            f"SELECT kind, currency, balance FROM accounts WHERE id = ?{self._lock if lock else ''}"  # noqa: S608
+            "SELECT kind, currency, balance, last_transfer FROM accounts "  # noqa: S608
+            f"WHERE id = ?{self._lock if lock else ''}"
         )
         row = self.conn.one(sql, (account_id,))
         if row is None:
@@ -633,6 +645,7 @@ class Tx:
             self._accounts[account_id] = acc
         if lock:
             acc.balance = int(row[2]) + acc.delta
+            acc.last = row[3]
         return acc
 
     # -- writes --------------------------------------------------------------------------
@@ -777,7 +790,11 @@ class Tx:
         if unread:
             cond, params = conn.in_("id", unread)
             queries.append(
-                ("id, balance", f"FROM accounts WHERE {cond} ORDER BY id{self._lock}", params)
+                (
+                    "id, balance, last_transfer",
+                    f"FROM accounts WHERE {cond} ORDER BY id{self._lock}",
+                    params,
+                )
             )
         ids: list[int] | None = None
         if transfers:
@@ -805,17 +822,26 @@ class Tx:
             transfer.id = tid
         final = {a: accounts[a].balance for a in touched}
         if unread:
-            stored = {str(r[0]): int(r[1]) for r in results[0]}
+            stored = {str(r[0]): r for r in results[0]}
             if len(stored) != len(unread):
                 raise StorageError("an account of the batch is missing")
             for account_id in unread:
-                final[account_id] = stored[account_id] + accounts[account_id].delta
+                row = stored[account_id]
+                final[account_id] = int(row[1]) + accounts[account_id].delta
+                accounts[account_id].last = row[2]
         running: dict[str, int] = {a: b for a, b in final.items() if b is not None}
         for transfer in reversed(transfers):
             transfer.credit_balance = running[transfer.credit]
             running[transfer.credit] -= transfer.amount
             transfer.debit_balance = running[transfer.debit]
             running[transfer.debit] += transfer.amount
+        # the chains: each transfer links to the previous one of either account
+        heads: dict[str, int | None] = {a: accounts[a].last for a in touched}
+        for transfer in transfers:
+            transfer.debit_prev = heads[transfer.debit]
+            transfer.credit_prev = heads[transfer.credit]
+            heads[transfer.debit] = heads[transfer.credit] = transfer.id
+        self._heads = heads
 
     def write(self) -> None:
         """Second round trip of the flush: every write, pipelined on PostgreSQL (the runner
@@ -833,8 +859,8 @@ class Tx:
         now_ts = memo[now]
         to_json = conn.row_json
 
-        touched = self._touched()
-        deltas = sorted((a, self._accounts[a].delta) for a in touched if self._accounts[a].delta)
+        heads = self._heads
+        deltas = sorted((a, self._accounts[a].delta, heads[a]) for a in heads)
         # the holders first, one statement each, updates before inserts: a closed wallet (or
         # a retired card) frees its unique slot; then the rest, in any order
         conn.update_rows(
@@ -908,7 +934,12 @@ class Tx:
             [(m.id, m.name, m.account, ts(m.created_at)) for m in self._new["merchants"]],
         )
         together = conn.update_statements(
-            "accounts", "id", ("balance",), ("text", "bigint"), deltas, increment=True
+            "accounts",
+            "id",
+            ("balance", "last_transfer"),
+            ("text", "bigint", "bigint"),
+            deltas,
+            increment=("balance",),
         )
         together += conn.insert_statements(
             f"INSERT INTO loads ({_L_COLS})",
@@ -946,10 +977,11 @@ class Tx:
         )
         together += conn.insert_statements(
             "INSERT INTO transfers (id, code, amount, debit_account, credit_account, currency, "
-            "key, request_hash, context, debit_balance, credit_balance, created_at, occurred_at)",
+            "key, request_hash, context, debit_balance, credit_balance, created_at, occurred_at, "
+            "debit_prev, credit_prev)",
             ("bigint", "text", "bigint")
             + ("text",) * 5
-            + ("jsonb", "bigint", "bigint", "timestamptz", "timestamptz"),
+            + ("jsonb", "bigint", "bigint", "timestamptz", "timestamptz", "bigint", "bigint"),
             [
                 (
                     t.id,
@@ -965,6 +997,8 @@ class Tx:
                     t.credit_balance,
                     now_ts if t.created_at is now else ts(t.created_at),
                     now_ts if t.occurred_at is now else ts(t.occurred_at),
+                    t.debit_prev,
+                    t.credit_prev,
                 )
                 for t in self._transfers
             ],
@@ -978,9 +1012,6 @@ class Tx:
             ],
         )
         conn.send_together(together)
-
-    def _touched(self) -> frozenset[str]:
-        return frozenset(t.debit for t in self._transfers) | {t.credit for t in self._transfers}
 
     def committed(self) -> None:
         """After commit: remember the new accounts' immutable kind and currency."""
