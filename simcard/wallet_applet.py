@@ -37,6 +37,7 @@ import random as random_module
 from dataclasses import dataclass, field, replace
 from typing import Final, TypeAlias
 
+from calibration import profile
 from ota.apdu import ApduError, ResponseApdu
 from ota.commands import TAR_RFM_ADF, TAR_RFM_UICC
 from ota.keys import CardKeys, KeyAlgorithm, KeyName
@@ -138,16 +139,23 @@ Proactive: TypeAlias = SetUpMenu | SelectItem | GetInput | DisplayText | Outgoin
 
 @dataclass(frozen=True, slots=True)
 class AppletState:
-    """The applet's persistent (EEPROM) state: the last MO counter used, the IMEI last seen
-    and the reply language."""
+    """The applet's persistent (EEPROM) state: the last MO counter used, the IMEI last seen,
+    the reply language, and the start-ups in this phone since the card last sent its
+    calibration MO without being calibrated for it (the retry back-off)."""
 
     mo_counter: int = 0
     imei: str | None = None
     language: wallet_mo.Language = wallet_mo.Language.ZH
+    uncalibrated_starts: int = 0
 
     def to_json(self) -> dict[str, object]:
         """A JSON-able dict (what a phone saves between runs)."""
-        return {"mo_counter": self.mo_counter, "imei": self.imei, "language": self.language.name}
+        return {
+            "mo_counter": self.mo_counter,
+            "imei": self.imei,
+            "language": self.language.name,
+            "uncalibrated_starts": self.uncalibrated_starts,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> AppletState:
@@ -164,7 +172,10 @@ class AppletState:
             raise WalletAppletError("applet state: mo_counter out of range")
         if imei is not None and not isinstance(imei, str):
             raise WalletAppletError("applet state: imei must be a string")
-        return cls(counter, imei, language)
+        starts = data.get("uncalibrated_starts", 0)
+        if isinstance(starts, bool) or not isinstance(starts, int) or starts < 0:
+            raise WalletAppletError("applet state: uncalibrated_starts must be an integer >= 0")
+        return cls(counter, imei, language, starts)
 
 
 @dataclass(slots=True)
@@ -497,13 +508,24 @@ class WalletApplet:
         return Outgoing(self.short_code, parts, action=kind, counter=counter)
 
     def provide_local_information(self, imei: str) -> Outgoing | None:
-        """The IMEI the terminal reported (PROVIDE LOCAL INFORMATION, TS 102 223 §6.4.15): the
-        calibration MO on first use and whenever it changed, else None."""
+        """The IMEI the terminal reported (PROVIDE LOCAL INFORMATION, TS 102 223 §6.4.15, at
+        each start-up): the calibration MO on first use and whenever it changed; in the same
+        phone, while the calibration file is not for this IMEI (the command or its PoR was
+        lost, or the model is not known yet), again at the 1st, 2nd, 4th, 8th... start-up
+        (a back-off, so an unknown model does not cost an SMS at every start); else None."""
         if not (isinstance(imei, str) and imei.isascii() and imei.isdigit() and len(imei) == 15):
             raise WalletAppletError("an IMEI is 15 decimal digits")
         if imei == self._state.imei:
-            return None
-        self._state = replace(self._state, imei=imei)
+            if self._calibrated_for(imei):
+                if self._state.uncalibrated_starts:
+                    self._state = replace(self._state, uncalibrated_starts=0)
+                return None
+            starts = self._state.uncalibrated_starts + 1
+            self._state = replace(self._state, uncalibrated_starts=starts)
+            if starts & (starts - 1):
+                return None  # not a power of two: wait
+        else:
+            self._state = replace(self._state, imei=imei, uncalibrated_starts=0)
         action = wallet_mo.Calibration(
             language=self.language,
             iccid=self.card.iccid,
@@ -512,6 +534,17 @@ class WalletApplet:
             profile=self.calibration_file(),
         )
         return self._secure(action, wallet_mo.Action.CALIBRATION)
+
+    def _calibrated_for(self, imei: str) -> bool:
+        """Whether the calibration file holds a calibration for this handset (TAC and SNR)."""
+        try:
+            record = profile.decode(self.calibration_file())
+        except profile.ProfileError:
+            return False
+        found = record.imei
+        return record.method is not profile.Method.NONE and (
+            found is not None and found.tac + found.snr == imei[:14]
+        )
 
 
 class _RefusedError(Exception):

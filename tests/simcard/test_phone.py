@@ -11,6 +11,7 @@ import pytest
 
 from ota.apdu import CommandApdu
 from ota.keystore import FileKeyStore
+from simcard.card import CALIBRATION_PATH
 from simcard.phone import PhoneError, Screen, SmsReceived, SmsSent, VirtualPhone
 from simcard.wallet_applet import WalletApplet
 from stk_menus import wallet_mo
@@ -18,6 +19,7 @@ from tests.simcard.test_wallet_applet import (
     ICCID,
     IMEI,
     MSISDN,
+    calibrated_for,
     make_store,
     platform_for,
     receiver_for,
@@ -44,7 +46,8 @@ def phone(store: FileKeyStore) -> VirtualPhone:
 
 
 def test_power_on_shows_the_menu_and_sends_calibration_once(store: FileKeyStore) -> None:
-    """Power-on shows SET UP MENU's items and sends the calibration MO on first use only."""
+    """Power-on shows SET UP MENU's items and sends the calibration MO on first use; once the
+    card is calibrated for this handset, power-on sends nothing."""
     applet = WalletApplet.personalise(ICCID, store.card_keys(ICCID), rng=random.Random(3))
     phone = VirtualPhone(MSISDN, IMEI, applet)
     events = phone.power_on()
@@ -55,6 +58,7 @@ def test_power_on_shows_the_menu_and_sends_calibration_once(store: FileKeyStore)
     (mo,) = phone.outbox()
     assert isinstance(secured_action(receiver_for(store), mo), wallet_mo.Calibration)
     assert phone.outbox() == []
+    applet.card.fs.write_binary(CALIBRATION_PATH, calibrated_for(IMEI))
     assert [type(e) for e in phone.power_on()] == [Screen]
 
 

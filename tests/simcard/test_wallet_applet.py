@@ -8,12 +8,15 @@ import contextlib
 import datetime as dt
 import random
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from calibration import profile
+from calibration.imei import parse_imei
 from ota.apdu import CommandApdu
 from ota.commands import get_response
 from ota.errors import ResponseStatus
@@ -327,6 +330,7 @@ def test_calibration_mo_on_first_use_and_imei_change(
     assert isinstance(action, wallet_mo.Calibration)
     assert (action.iccid, action.imei, action.applet_version) == (ICCID, IMEI, APPLET_VERSION)
     assert action.profile == applet.calibration_file() and len(action.profile) == 32
+    applet.card.fs.write_binary(CALIBRATION_PATH, calibrated_for(IMEI))
     assert applet.provide_local_information(IMEI) is None
     other = "490154203237518"
     second = applet.provide_local_information(other)
@@ -335,6 +339,43 @@ def test_calibration_mo_on_first_use_and_imei_change(
     assert isinstance(changed, wallet_mo.Calibration) and changed.imei == other
     with pytest.raises(WalletAppletError):
         applet.provide_local_information("12345")
+
+
+def calibrated_for(imei: str) -> bytes:
+    """A calibration file written by SMS calibration for ``imei``."""
+    return profile.encode(
+        profile.CalibrationRecord(
+            profile.Method.SMS,
+            payment_dbm=Decimal("-5.5"),
+            imei=parse_imei(imei),
+            calibrated_on=dt.date(2026, 11, 27),
+            a_db=Decimal(10),
+        )
+    )
+
+
+def test_uncalibrated_card_retries_its_calibration_mo_with_back_off(
+    applet: WalletApplet, store: FileKeyStore
+) -> None:
+    """In the same phone, while the file is not calibrated for its IMEI (command or PoR lost,
+    model unknown), the card sends the calibration MO again at the 1st, 2nd, 4th and 8th
+    start-up after the last one, each with a new counter; once calibrated it stops, and the
+    back-off starts over."""
+    receiver = receiver_for(store)
+    assert applet.provide_local_information(IMEI) is not None
+    sent = []
+    for start in range(1, 11):
+        mo = applet.provide_local_information(IMEI)
+        if mo is not None:
+            action = secured_action(receiver, mo)  # authentic, and a fresh counter
+            assert isinstance(action, wallet_mo.Calibration) and action.imei == IMEI
+            sent.append(start)
+    assert sent == [1, 2, 4, 8]
+    applet.card.fs.write_binary(CALIBRATION_PATH, calibrated_for(IMEI))
+    assert all(applet.provide_local_information(IMEI) is None for _ in range(5))
+    assert applet.state.uncalibrated_starts == 0
+    restored = AppletState.from_json(applet.state.to_json())
+    assert restored == applet.state
 
 
 def test_purse_cap_refused_on_the_card_sends_nothing(applet: WalletApplet) -> None:
