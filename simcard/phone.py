@@ -19,6 +19,7 @@ input is never part of an event.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,6 +135,20 @@ def _menu_screen(command: SetUpMenu | SelectItem, kind: str) -> Screen:
     return Screen(kind, title=title, items=tuple(item.text for item in command.items))
 
 
+@functools.lru_cache(maxsize=512)
+def _fetched(command: SetUpMenu | SelectItem | GetInput | DisplayText) -> object:
+    """The command encoded (TS 102 223 §6.6) and decoded back, as a handset FETCHes it: the
+    menu's commands are the same for every phone of a fleet, so each is coded once."""
+    return decode_proactive_command(command.encode())
+
+
+@functools.lru_cache(maxsize=512)
+def _responded(response: TerminalResponse) -> TerminalResponse:
+    """A TERMINAL RESPONSE without typed text (an item chosen, a text read; TS 102 223
+    §6.8) encoded and decoded back, as the card receives it; coded once per kind."""
+    return decode_terminal_response(response.encode())
+
+
 class VirtualPhone:
     """A phone ``msisdn`` with handset identity ``imei`` holding ``card`` whose wallet applet
     is ``applet`` and whose OTA endpoint is ``endpoint`` (built from the applet if None)."""
@@ -168,7 +183,7 @@ class VirtualPhone:
     @staticmethod
     def _fetch(command: SetUpMenu | SelectItem | GetInput | DisplayText) -> object:
         """The command as the phone decodes it from its encoding (FETCH)."""
-        return decode_proactive_command(command.encode())
+        return _fetched(command)
 
     def power_on(self) -> list[Event]:
         """Switch on: the card resets, installs its menu and learns the IMEI (may send the
@@ -252,7 +267,12 @@ class VirtualPhone:
 
     def _answer(self, response: TerminalResponse, events: list[Event]) -> None:
         self._current = None
-        decoded = decode_terminal_response(response.encode())
+        # What the subscriber typed (amount, PIN) is coded each time and never kept.
+        decoded = (
+            _responded(response)
+            if response.text is None
+            else decode_terminal_response(response.encode())
+        )
         self._run(self.applet.terminal_response(decoded), events)
 
     def _run(self, shown: Proactive, events: list[Event]) -> None:
@@ -275,7 +295,7 @@ class VirtualPhone:
             if isinstance(command, DisplayText):
                 events.append(Screen("text", text=command.text.text))
                 # the subscriber reads the text and clears it
-                decoded = decode_terminal_response(terminal_response(command).encode())
+                decoded = _responded(terminal_response(command))
                 shown = self.applet.terminal_response(decoded)
                 continue
             raise PhoneError(f"the card sent {type(command).__name__} in a session")
