@@ -170,7 +170,9 @@ class SqliteCounterStore:
     def __init__(self, path: str, *, start: int = 1, timeout: float = 30.0) -> None:
         self.path = path
         self.start = _check_start(start)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection (the writer)
+        self._queue_lock = threading.Lock()
+        self._queue: list[list[Any]] = []  # next() requests waiting for a transaction
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -203,12 +205,47 @@ class SqliteCounterStore:
         return rows
 
     def next(self, iccid: str, keyset: str) -> int:
-        """The next counter of (``iccid``, ``keyset``), committed before it is returned."""
+        """The next counter of (``iccid``, ``keyset``), committed before it is returned.
+
+        Group commit: the threads asking at the same moment queue their requests; whichever
+        holds the write lock serves the whole queue in one transaction and one durable
+        commit, and the others find their counter ready when they get the lock."""
         iccid, keyset = _check(iccid, keyset)
-        rows = self._write(_NEXT_SQLITE, (iccid, keyset, self.start, MAX_COUNTER))
-        if not rows:
-            raise CounterExhaustedError(iccid, keyset)
-        return int(rows[0][0])
+        request: list[Any] = [iccid, keyset, None]  # the third slot: the counter or an error
+        with self._queue_lock:
+            self._queue.append(request)
+        with self._lock:
+            if request[2] is None:
+                self._serve()
+        outcome = request[2]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert isinstance(outcome, int)
+        return outcome
+
+    def _serve(self) -> None:
+        """Hand out a counter to every queued request, in one transaction (lock held)."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                values = [
+                    self._conn.execute(
+                        _NEXT_SQLITE, (iccid, keyset, self.start, MAX_COUNTER)
+                    ).fetchall()
+                    for iccid, keyset, _ in batch
+                ]
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            for request in batch:
+                request[2] = CounterStorageError(f"counter store {self.path}: {one_line(exc)}")
+            return
+        for request, rows in zip(batch, values, strict=True):
+            request[2] = int(rows[0][0]) if rows else CounterExhaustedError(request[0], request[1])
 
     def peek(self, iccid: str, keyset: str) -> int | None:
         """The last counter handed out, None if none yet."""

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,6 +166,41 @@ def test_threads_share_a_store(store: CounterStore) -> None:
     for t in threads:
         t.join()
     assert sorted(got) == list(range(1, 151))
+
+
+def test_sqlite_serves_concurrent_requests_in_one_commit(tmp_path: Path) -> None:
+    """Requests queued while the writer is busy are served in one transaction (one durable
+    commit); each still gets its own value or its own error (an exhausted card beside
+    others in the same batch)."""
+    store = SqliteCounterStore(str(tmp_path / "c.db"))
+    other = "8986001234567890131"
+    store.set_at_least(other, "ota", MAX_COUNTER)
+    commits: list[str] = []
+    store._conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    results: dict[int, object] = {}
+
+    def ask(i: int, iccid: str) -> None:
+        try:
+            results[i] = store.next(iccid, "ota")
+        except CounterExhaustedError as exc:
+            results[i] = exc
+
+    with store._lock:  # the writer is busy: the requests queue up
+        threads = [
+            threading.Thread(target=ask, args=(i, other if i == 2 else CARD)) for i in range(5)
+        ]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(store._queue) < 5 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert len(store._queue) == 5
+    for t in threads:
+        t.join()
+    assert commits == ["COMMIT"]
+    assert isinstance(results.pop(2), CounterExhaustedError)
+    assert sorted(results.values()) == [1, 2, 3, 4]  # type: ignore[type-var]
+    store.close()
 
 
 def _spawned_worker(args: tuple[str, int]) -> list[int]:
