@@ -27,7 +27,9 @@ Money moves only through the ledger, each request under an idempotency key; a re
 nothing and gets a reply in the MO's language. Errors of the ledger's storage
 (:class:`ledger.errors.StorageError`) and of the state store
 (:class:`handlers.state.StateUnavailable`) propagate: the gateway then answers the MO with
-ESME_RX_T_APPN so the SMSC retries, and a retry is safe (every write is keyed).
+ESME_RX_T_APPN so the SMSC retries, and a retry is safe (every write is keyed). One
+exception: recording the reply in the dedup cache after the work is done; its failure is
+logged and the MO is answered (the cache is losable, a redelivery is then recomputed).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from zoneinfo import ZoneInfo
 
 from calibration.service import CalibrationService, Decision, Outcome
 from handlers.pins import MAX_ATTEMPTS, PinCheck, PinStore, PinVerdict
-from handlers.state import StateStore, dedup_key
+from handlers.state import StateStore, StateUnavailable, dedup_key
 from ledger.errors import (
     CardStateError,
     LedgerError,
@@ -348,7 +350,12 @@ class WalletApp:
                 redelivered=received.redelivered,
             )
         texts_sent = [e.text for e in effects if isinstance(e, SendSms)]
-        self.state.remember_reply(key, _encode_reply(texts_sent), self.config.reply_ttl)
+        try:
+            self.state.remember_reply(key, _encode_reply(texts_sent), self.config.reply_ttl)
+        except StateUnavailable as exc:
+            # The work is done (money reserved, the CREDIT built): refusing the MO now would
+            # lose the CREDIT. The cache is losable; a redelivery is then recomputed.
+            log.warning("reply to card %s not remembered (dedup cache): %s", iccid, exc)
         return effects
 
     def _on_action(

@@ -1,0 +1,1 @@
+"""End-to-end wallet tests over loopback TCP: phones, the SMSC simulator, the gateway."""
