@@ -1,22 +1,27 @@
-"""``stkpay demo``: the whole service on its embedded defaults, in one process.
+"""``stkpay demo``: the whole service on its embedded defaults: the SMSC simulator, the
+gateway (``stkpay serve``, as its own process) and a fleet of virtual phones.
 
-Starts the SMSC simulator on loopback (ephemeral ports), binds stkpay's ESME to it over
-real TCP, and exchanges messages both ways: long Chinese (UCS2) and GSM 7-bit MT with
-delivery receipts, long MO from handsets reassembled by the ESME and answered. Prints
-what each side saw and a summary; exit status 0 only when every check held.
+Starts the SMSC simulator on loopback (ephemeral ports), binds an ESME to it over real TCP
+(the simulator's ``demo`` account, short code 10659999) and exchanges messages both ways: long
+Chinese (UCS2) and GSM 7-bit MT with delivery receipts, long MO from handsets reassembled by
+the ESME and answered. Prints what each side saw and a summary; exit status 0 only when every
+check held.
 
 Then the wallet (issue 5), calibration (issue 6) and an OTA push, on the embedded default
 (SQLite files in a temporary directory, in-process state, a generated key file with ephemeral
-master keys): a fleet of virtual phones behind the simulator, the MO of fleet phones handled
-by :class:`handlers.app.WalletApp` with a :class:`calibration.service.CalibrationService`,
-every ledger and store call on one worker thread (``deferToThreadPool``), never on the
-reactor thread. The phones power on and send their calibration SMS (known handsets
-calibrated over the air, unknown and invalid ones sent to a business hall, one calibrated by
-the simulated instrument, one phone change recalibrated), top up through the STK menu
-(every limit refused once, a wrong PIN, a PoR dropped on purpose and settled by the next
-balance query), query balance and last 10; an RFM script updates EF 6F51 on a few cards
-through the ESME and its PoRs are verified; the summary shows the figures and
-``Ledger.verify()``.
+master keys). The stores are prepared in this process (wallets opened and funded, cards
+enabled, PINs set, the handset table seeded), then ``stkpay serve`` runs as a child process
+(:mod:`stkpay.serve_process`) bound to the simulator on the ``stkpay`` account (short code
+10658888), and the fleet of virtual phones behind the simulator talks to it. The phones power
+on and send their calibration SMS (known handsets calibrated over the air, unknown and invalid
+ones sent to a business hall, one calibrated by the simulated instrument, one phone change
+recalibrated), top up through the STK menu (every limit refused once, a wrong PIN, a PoR
+dropped on purpose and settled by the next balance query), query balance and last 10. The
+gateway is stopped with SIGTERM (it must drain and exit 0); then an operator's OTA push binds
+the same account from this process: an RFM script updates EF 6F51 on a few cards and its PoRs
+are verified. The summary shows the figures, the gateway's resident size and CPU, calibration
+coverage and ``Ledger.verify()``. Ledger and store calls of this process run on one worker
+thread (``deferToThreadPool``), never on the reactor thread.
 """
 
 from __future__ import annotations
@@ -36,9 +41,8 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -67,13 +71,16 @@ from smsc.message import OutboundMessage
 from smsc.reassembly import Message
 from smsc.text import Encoding
 from stk_menus.replies import TEMPLATE_DIR
-from stkpay.config import Config, SimAccount
+from stkpay.config import Config, Secret, SimAccount
 from stkpay.embedded import EmbeddedPlatform
 from stkpay.runner import run
+from stkpay.serve_process import ServeProcess, ServeProcessError, write_config
 
 PHONE_A = "8613800138000"
 PHONE_B = "8613900139000"
-SHORT_CODE = "10658888"
+SHORT_CODE = "10658888"  # the gateway's (the simulator's ``stkpay`` account)
+DEMO_CODE = "10659999"  # the SMPP exchange's (its ``demo`` account)
+DEMO_ACCOUNT = SimAccount(system_id="demo", password=Secret("demo-pw"), short_codes=(DEMO_CODE,))
 
 MT_TEXTS: tuple[tuple[str, str, str], ...] = (
     (
@@ -283,24 +290,22 @@ class _Figures:
     latencies: list[float] = field(default_factory=list)
     queries: int = 0
     pushed: list[PorResult] = field(default_factory=list)
+    gateway: tuple[float, float] = (0.0, 0.0)  # the gateway process: MB resident, CPU s
 
 
-def _business_clock() -> Callable[[], dt.datetime]:
-    """Business time for the demo: noon today in Asia/Shanghai, then real elapsed time, so
-    that no run straddles the wallet's midnight (the 5-a-day rule counts local days)."""
-    noon = (
-        dt.datetime.now(ZoneInfo("Asia/Shanghai"))
-        .replace(hour=12, minute=0, second=0, microsecond=0)
-        .astimezone(dt.UTC)
-    )
-    start = time.monotonic()
-    return lambda: noon + dt.timedelta(seconds=time.monotonic() - start)
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def _unbound() -> Any:
+    raise RuntimeError("no operator bind configured")
 
 
 class _Wallet:
-    """The platform side of the demo: stores, WalletApp + CalibrationService, run on one
-    worker thread (ledger and stores off the reactor thread), and the fleet behind the
-    simulator."""
+    """The platform side of the demo: the stores (prepared here, then shared with the gateway
+    process: SQLite in WAL mode takes several processes), the gateway process, this process's
+    WalletApp + CalibrationService for the operator's OTA push, run on one worker thread
+    (ledger and stores off the reactor thread), and the fleet behind the simulator."""
 
     def __init__(self, reactor: Any, directory: Path) -> None:
         self.reactor = reactor
@@ -313,8 +318,11 @@ class _Wallet:
         )
         self._lenient_purse(list(self.fleet.phones)[CAP_PHONE])
         self.figures = _Figures()
-        self.esme: Any = None
+        self.esme: Any = None  # the operator's bind for the OTA push
+        self.operator_bind: Callable[[], Any] = _unbound
         self.network: _Network | None = None
+        self.pepper = secrets.token_bytes(32)  # to the gateway by STKPAY_PIN_PEPPER only
+        self.gateway: ServeProcess | None = None
 
     def _lenient_purse(self, msisdn: str) -> None:
         """Give this phone a card whose purse leaves the 1000 cap to the platform (its own cap
@@ -338,8 +346,8 @@ class _Wallet:
             self.dir,
             self.keystore,
             models=TABLE_MODELS,
-            clock=_business_clock(),
-            pepper=Pepper(secrets.token_bytes(32)),
+            clock=_utcnow,
+            pepper=Pepper(self.pepper),
             terminal_id=TERMINAL_ID,
             on_other_por=self.figures.pushed.append,
         )
@@ -362,8 +370,40 @@ class _Wallet:
             )
             self.pins.set_pin(iccid, PIN)
 
+    def serve(self, smpp_port: int, account: SimAccount) -> ServeProcess:
+        """``stkpay serve`` on these stores, bound to the simulator as ``account``."""
+        config = write_config(
+            self.dir / "stkpay.toml",
+            {
+                "smsc": {
+                    "host": "127.0.0.1",
+                    "port": smpp_port,
+                    "system_id": account.system_id,
+                    "password": account.password.reveal(),
+                    "source_addr": SHORT_CODE,
+                    "bind": "trx",
+                    "window": 64,
+                    "throughput": 5000.0,
+                    "registered_delivery": False,
+                    "reconnect_min": 0.05,
+                    "reconnect_max": 1.0,
+                },
+                "ledger": {"url": f"sqlite:///{self.dir / 'ledger.db'}"},
+                "ota": {
+                    "key_file": str(self.dir / "keys.json"),
+                    "counter_url": f"sqlite:///{self.dir / 'ota.db'}",
+                },
+                "calibration": {"url": f"sqlite:///{self.dir / 'calibration.db'}"},
+                "gateway": {"health": "tcp:0:interface=127.0.0.1", "grace_period": 5.0},
+            },
+        )
+        self.gateway = ServeProcess(config, cwd=self.dir, pepper=self.pepper)
+        self.gateway.start()
+        return self.gateway
+
     def on_message(self, message: Message) -> defer.Deferred[None]:
-        """An MO of a fleet phone: the app on the worker thread, then its effects."""
+        """An MO of a fleet phone while this process holds the bind (the OTA push): the app
+        on the worker thread, then its effects."""
         d = self.work(self.app.on_message, message)
 
         def carry_out(effects: list[Effect]) -> None:
@@ -622,7 +662,25 @@ async def _wallet_demo(reactor: Any, out: _Run, wallet: _Wallet) -> list[str]:
         report = wallet.ledger.verify()
         return same, report.ok and report.total == 0, [report.transfers, report.accounts]
 
+    # -- the gateway stops: SIGTERM, the windows drained, unbound, exit 0 -----------------
+    gateway = wallet.gateway
+    assert gateway is not None
+    rss_mb, cpu_s = gateway.rss_kb() / 1024, gateway.cpu_seconds()
+    code = await threads.deferToThread(gateway.stop, 20.0)
+    out.say(
+        f"Gateway: SIGTERM -> exit status {code}; it used {cpu_s:.1f} s CPU, "
+        f"{rss_mb:.0f} MB resident"
+    )
+    out.check("stkpay serve drained, unbound and exited 0 on SIGTERM", code == 0)
+    for sample in gateway.warning_samples:
+        out.say(f"  gateway log: {sample}")
+    out.check("stkpay serve logged no failure", gateway.warnings == 0)
+    wallet.figures.gateway = (rss_mb, cpu_s)
+
     # -- an OTA push: new wallet parameters (EF 6F51) on a few cards ----------------------
+    # The operator's tool binds the gateway's account now that the gateway is down, so the
+    # cards' PoRs come back to it.
+    wallet.esme = await wallet.operator_bind()
     targets = m[7:12]
 
     def push(x: str) -> OutgoingCommand:
@@ -688,6 +746,8 @@ async def _wallet_demo(reactor: Any, out: _Run, wallet: _Wallet) -> list[str]:
         f"  top-up latency p50 / p99     {_percentile(ms, 0.5):>6.1f} / "
         f"{_percentile(ms, 0.99):.1f} ms (MO to confirmation)",
         f"  balance and last-10 queries  {f.queries:>6}",
+        f"  gateway process              {f.gateway[0]:>6.0f} MB resident, "
+        f"{f.gateway[1]:.1f} s CPU (stkpay serve)",
         f"  lost PoR resolved            {'yes' if lost_resolved == [True] else 'NO':>6}",
         f"  calibration coverage         {cover.active:>6} active cards: "
         f"SMS {cover.sms} ({cover.share(cover.sms):.0%}), "
@@ -719,6 +779,8 @@ async def _demo(reactor: Any, args: argparse.Namespace, config: Config) -> int:
             try:
                 return await _demo_run(reactor, config, wallet)
             finally:
+                if wallet.gateway is not None:
+                    await threads.deferToThread(wallet.gateway.stop, 20.0)
                 await wallet.work(wallet.close_stores)
         finally:
             wallet.pool.stop()
@@ -730,12 +792,12 @@ async def _demo_run(reactor: Any, config: Config, wallet: _Wallet) -> int:
 
     out = _Run()
     started = time.perf_counter()
-    account = SimAccount()
+    account = SimAccount()  # the gateway's: stkpay, short code 10658888
     sim_cfg = replace(
         config.simulator,
         listen="tcp:0:interface=127.0.0.1",
         api="tcp:0:interface=127.0.0.1",
-        accounts=(account,),
+        accounts=(account, DEMO_ACCOUNT),
         receipt_delay=0.2,
         delivered_ratio=1.0,
     )
@@ -759,9 +821,9 @@ async def _demo_run(reactor: Any, config: Config, wallet: _Wallet) -> int:
         config.smsc,
         host="127.0.0.1",
         port=smpp_port,
-        system_id=account.system_id,
-        password=account.password,
-        source_addr=SHORT_CODE,
+        system_id=DEMO_ACCOUNT.system_id,
+        password=DEMO_ACCOUNT.password,
+        source_addr=DEMO_CODE,
         bind="trx",
         registered_delivery=True,
     )
@@ -785,11 +847,29 @@ async def _demo_run(reactor: Any, config: Config, wallet: _Wallet) -> int:
         return None
 
     esme = Esme(esme_cfg, reactor=reactor, on_message=on_message, on_receipt=on_receipt)
-    wallet.esme = esme
     esme.startService()
     await esme.when_bound()
-    out.say(f"stkpay ESME bound as transceiver '{account.system_id}'")
+    out.say(f"stkpay ESME bound as transceiver '{DEMO_ACCOUNT.system_id}' (short code {DEMO_CODE})")
     out.say()
+
+    async def operator_bind() -> Esme:
+        """An ESME on the gateway's account in this process (the gateway stopped)."""
+        bound = Esme(
+            replace(
+                esme_cfg,
+                system_id=account.system_id,
+                password=account.password,
+                source_addr=SHORT_CODE,
+                registered_delivery=False,
+            ),
+            reactor=reactor,
+            on_message=wallet.on_message,
+        )
+        bound.startService()
+        await bound.when_bound()
+        return bound
+
+    wallet.operator_bind = operator_bind
 
     # -- MT: the gateway answers phones -------------------------------------------------
     out.say("MT (stkpay -> SMSC -> handset)")
@@ -815,7 +895,7 @@ async def _demo_run(reactor: Any, config: Config, wallet: _Wallet) -> int:
     # -- MO: phones write to the service ------------------------------------------------
     out.say("MO (handset -> SMSC -> stkpay), each answered")
     for label, phone, text in MO_TEXTS:
-        mo = sim.inject_mo(phone, SHORT_CODE, text=text)
+        mo = sim.inject_mo(phone, DEMO_CODE, text=text)
         out.say(
             f"  {label} from {phone}: {len(text)} chars in {mo.parts} part(s) -> {mo.system_id}"
         )
@@ -837,9 +917,25 @@ async def _demo_run(reactor: Any, config: Config, wallet: _Wallet) -> int:
         out.say(f"  stkpay received from {m.source}: {m.parts} part(s): {m.text()[:40]}...")
     out.say()
 
-    # -- the wallet, calibration and an OTA push ----------------------------------------
+    # -- the gateway process, the wallet, calibration and an OTA push --------------------
+    gateway = wallet.serve(smpp_port, account)
+    try:
+        health = await threads.deferToThread(gateway.wait_ready, 60.0)
+    except ServeProcessError as exc:
+        out.say(str(exc))
+        out.check("stkpay serve became ready", False)
+        await esme.stopService()
+        await sim_service.stopService()
+        return 1
+    out.say(
+        f"Gateway: stkpay serve (pid {gateway.pid}) bound as '{account.system_id}' "
+        f"(short code {SHORT_CODE}); GET /healthz: {health.get('status')}"
+    )
+    out.check("stkpay serve became ready (bound, ledger reachable)", True)
     wallet_lines = await _wallet_demo(reactor, out, wallet)
 
+    if wallet.esme is not None:
+        await wallet.esme.stopService()
     await esme.stopService()
     stats = sim.stats()["totals"]
     await sim_service.stopService()

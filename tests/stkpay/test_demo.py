@@ -1,4 +1,5 @@
-"""stkpay demo: the whole service in one process, checked end to end."""
+"""stkpay demo: the simulator, the gateway as its own process and a fleet of virtual phones,
+checked end to end."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import sys
 
 def test_demo_exchanges_long_messages_both_ways_with_receipts() -> None:
     """`stkpay demo` binds the ESME to the simulator over TCP, sends long UCS2 and GSM 7-bit
-    MT with receipts, receives long MO reassembled, answers them; then the fleet's wallets,
+    MT with receipts, receives long MO reassembled, answers them; then `stkpay serve` runs as
+    a child process (ready, then drained and exit 0 on SIGTERM) for the fleet's wallets,
     calibration (SMS, business hall, instrument, phone change), top-ups refused by each
     limit, a lost PoR settled, an OTA push with verified PoRs, coverage and Ledger.verify()
     appear in the summary; it exits 0 only when every check held."""
@@ -45,3 +47,6 @@ def test_demo_exchanges_long_messages_both_ways_with_receipts() -> None:
     assert "ledger verify                passed" in out
     assert "[ok] a phone change triggered recalibration" in out
     assert "[ok] one phone calibrated by the instrument path" in out
+    assert "Gateway: stkpay serve (pid " in out
+    assert "[ok] stkpay serve drained, unbound and exited 0 on SIGTERM" in out
+    assert "[ok] stkpay serve logged no failure" in out
