@@ -103,8 +103,10 @@ class Job:
             return
         self._finished = True
         if self.callback is not None:
-            with contextlib.suppress(Exception):
+            try:  # noqa: SIM105 - contextlib.suppress costs ~0.5 us a job here
                 self.callback(self.result, self.error)
+            except Exception:  # noqa: S110 - a caller's callback failing is the caller's
+                pass
         if self.future is not None:
             if self.error is not None:
                 self.future.set_exception(self.error)

@@ -203,6 +203,7 @@ _R_COLS_U: Final = (
     "NULL AS c1, op AS c2, NULL AS c3, NULL AS c4, NULL AS c5, NULL AS c6, key AS c7, "
     "request_hash AS c8, result AS c9, NULL AS c10, NULL AS c11"
 )
+_SQLITE_MAX_ID: Final = ("m", "FROM (SELECT COALESCE(MAX(id), 0) AS m FROM transfers)", ())
 _L_COLS: Final = (
     "id, key, wallet_id, msisdn, iccid, amount, state, online_counter, channel, day, "
     "created_at, updated_at"
@@ -233,6 +234,8 @@ class Tx:
         self._early: set[str] = set()
         #: PostgreSQL: transfer ids allocated by the prefetch after its locks, ascending
         self._ids: list[int] = []
+        #: SQLite: the journal's highest id, read by the prefetch under the write lock
+        self._max_id: int | None = None
         #: after :meth:`prepare`: each touched account's latest transfer id
         self._heads: dict[str, int | None] = {}
         self._new: dict[str, list[Any]] = {
@@ -587,6 +590,15 @@ class Tx:
                 self._ids = sorted(int(r[0]) for r in rows)
 
             handlers.append(got_ids)
+        elif conn.dialect == "sqlite" and self._max_id is None:
+            # the write lock is held since BEGIN IMMEDIATE: the journal's last id is ours
+            # until this transaction writes, so read it now rather than in another statement
+            queries.append(_SQLITE_MAX_ID)
+
+            def got_max(rows: list[tuple[Any, ...]]) -> None:
+                self._max_id = int(rows[0][0])
+
+            handlers.append(got_max)
         if queries:
             for handler, rows in zip(handlers, conn.select_many(queries), strict=True):
                 handler(rows)
@@ -799,7 +811,8 @@ class Tx:
         ids: list[int] | None = None
         if transfers:
             if conn.dialect == "sqlite":  # the write lock is held: MAX(id) is ours
-                queries.append(("m", "FROM (SELECT COALESCE(MAX(id), 0) AS m FROM transfers)", ()))
+                if self._max_id is None:
+                    queries.append(_SQLITE_MAX_ID)
             elif (
                 not queries
                 and not new_accounts
@@ -814,7 +827,7 @@ class Tx:
             return
         if ids is None:
             if conn.dialect == "sqlite":
-                base = int(results[-1][0][0])
+                base = self._max_id if self._max_id is not None else int(results[-1][0][0])
                 ids = list(range(base + 1, base + 1 + len(transfers)))
             else:
                 ids = sorted(int(r[0]) for r in results[-1])
