@@ -33,6 +33,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/ota_packets.py
 	$(BIN)/python bench/ledger_throughput.py
 	$(BIN)/python bench/calibration.py
+	$(BIN)/python bench/e2e_topup.py --ledger-url "$${STKPAY_TEST_PG:-postgresql://postgres@127.0.0.1:5432/postgres}" \
+		--redis-url redis://127.0.0.1:6379/0
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -66,6 +66,7 @@ from bench._gateway import (
     Stores,
     Subscriber,
     closed_loop,
+    freeze_heap,
     open_loop,
     percentile,
     prepare,
@@ -171,6 +172,7 @@ async def _bench(reactor: Any, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         subscribers = [Subscriber(e.phone.msisdn, e.phone.card.iccid) for e in fleet]
+        freeze_heap()
         times = await threads.deferToThread(prepare, stores, subscribers, models=MODELS)
         print(f"stores prepared in {times.describe()}", file=sys.stderr)
         cal = _Calibrations()
