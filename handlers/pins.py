@@ -369,8 +369,26 @@ class SqlPinStore:
                 (card, salt, digest),
             )
 
+    def _read_row(self, card: str) -> tuple[bytes, bytes, int] | None:
+        """The row by one plain statement (its own snapshot; no transaction, no lock)."""
+        with self._lock:
+            try:
+                rows = self._conn.execute(self._sql(_SELECT_ROW), (card,)).fetchall()
+            except Exception as exc:
+                raise PinStoreError(f"PIN store: {type(exc).__name__}") from None
+        if not rows:
+            return None
+        salt, digest, failures = rows[0]
+        return bytes(salt), bytes(digest), int(failures)
+
     def verify(self, iccid: str, pin: str, *, count: bool = True) -> PinCheck:
         card, pin = _check_iccid(iccid), _check_pin(pin)
+        # The usual case, the right PIN (or a locked or unset one), changes nothing: judged on
+        # one plain read. Only a wrong PIN to be counted takes the write transaction, where it
+        # is judged again on the locked row.
+        check, _ = _judge(self._pepper, self._read_row(card), pin, False)
+        if check.verdict is not PinVerdict.WRONG or not count:
+            return check
         with self._tx() as run:
             check, failures = _judge(self._pepper, self._row(run, card), pin, count)
             if failures is not None:
@@ -400,9 +418,7 @@ class SqlPinStore:
             )
 
     def status(self, iccid: str) -> PinCheck:
-        card = _check_iccid(iccid)
-        with self._tx() as run:
-            return _status(self._row(run, card))
+        return _status(self._read_row(_check_iccid(iccid)))
 
     def close(self) -> None:
         with self._lock, suppress(Exception):  # closing a broken connection

@@ -48,33 +48,37 @@ def _wallet_row(conn: Conn, msisdn: str) -> tuple[Any, ...]:
     return row
 
 
-def _balance(conn: Conn, account_id: str) -> int:
-    row = conn.one("SELECT balance FROM accounts WHERE id = ?", (account_id,))
-    return int(row[0]) if row else 0
+#: The wallet view in one statement (one round trip, consistent without a transaction): the
+#: open wallet of the MSISDN (else its latest closed one), its cash balance, and its card's
+#: state, purse balance and loads in flight.
+_WALLET_SQL: Final = (
+    "SELECT w.msisdn, w.state, w.card_iccid, w.topup_day, w.topup_count, "
+    "COALESCE(ca.balance, 0), c.state, COALESCE(pa.balance, 0), COALESCE(c.in_flight, 0) "
+    "FROM wallets w "
+    "LEFT JOIN accounts ca ON ca.id = w.cash_account "
+    "LEFT JOIN cards c ON c.iccid = w.card_iccid "
+    "LEFT JOIN accounts pa ON pa.id = c.purse_account "
+    "WHERE w.msisdn = ? "
+    "ORDER BY CASE WHEN w.state = 'open' THEN 0 ELSE 1 END, w.created_at DESC LIMIT 1"
+)
 
 
 def wallet(conn: Conn, msisdn: str, limits: Limits, now: datetime) -> WalletView:
-    """The open wallet of ``msisdn`` (or its latest closed one)."""
+    """The open wallet of ``msisdn`` (or its latest closed one), read by one statement."""
     msisdn = msisdn_of(msisdn)
-    _wid, msisdn, state, cash_account, card_iccid, topup_day, topup_count = _wallet_row(
-        conn, msisdn
-    )
-    card_state, card_balance, in_flight = None, 0, 0
-    if card_iccid is not None:
-        card = conn.one(
-            "SELECT state, purse_account, in_flight FROM cards WHERE iccid = ?", (card_iccid,)
-        )
-        if card is not None:
-            card_state, card_balance, in_flight = card[0], _balance(conn, card[1]), int(card[2])
+    row = conn.one(_WALLET_SQL, (msisdn,))
+    if row is None:
+        raise UnknownSubscriber(msisdn, f"unknown subscriber {msisdn}: no wallet")
+    msisdn, state, card_iccid, topup_day, topup_count, cash, card_state, purse, in_flight = row
     today = limits.local_day(now).isoformat()
     return WalletView(
         msisdn=msisdn,
-        cash=_balance(conn, cash_account),
+        cash=int(cash),
         card_iccid=card_iccid,
         card_state=card_state,
-        card_balance=card_balance,
+        card_balance=int(purse) if card_state is not None else 0,
         topups_today=int(topup_count) if topup_day == today else 0,
-        in_flight=in_flight,
+        in_flight=int(in_flight) if card_state is not None else 0,
         state=state,
     )
 

@@ -383,11 +383,15 @@ class Ledger:
                 self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="ledger")
         self._pool.submit(self._run_alone, job)
 
-    def _read(self, fn: Callable[[Conn], _T]) -> _T:
+    def _read(self, fn: Callable[[Conn], _T], *, one_statement: bool = False) -> _T:
+        """Run ``fn`` on a read-only snapshot; ``one_statement``: ``fn`` issues a single
+        statement, consistent by itself, so no transaction is opened (one round trip)."""
         if self._closed:
             raise StorageError("the ledger is closed")
         with self._db.connection() as conn:
             try:
+                if one_statement:
+                    return fn(conn)
                 conn.begin_read()
                 result = fn(conn)
                 conn.commit()
@@ -505,7 +509,7 @@ class Ledger:
     def pending_loads(self, iccid: str | None = None) -> list[LoadView]:
         """Reserved and in-doubt loads, optionally of one card, oldest first."""
         card = iccid_of(iccid) if iccid is not None else None
-        return self._read(lambda conn: reads.pending_loads(conn, card))
+        return self._read(lambda conn: reads.pending_loads(conn, card), one_statement=True)
 
     # -- merchants and purchases ---------------------------------------------------------
     def open_merchant(self, merchant_id: str, name: str, *, currency: str = "CNY") -> None:
@@ -538,7 +542,9 @@ class Ledger:
     def wallet(self, msisdn: str) -> WalletView:
         """Balances and card state of the subscriber's wallet."""
         now = self._now()
-        return self._read(lambda conn: reads.wallet(conn, msisdn, self.limits, now))
+        return self._read(
+            lambda conn: reads.wallet(conn, msisdn, self.limits, now), one_statement=True
+        )
 
     def history(self, msisdn: str, last: int = 10) -> list[EntryView]:
         """The subscriber's last ``last`` entries (cash account and purses), newest first."""
