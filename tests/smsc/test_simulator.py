@@ -599,6 +599,22 @@ def test_mo_queued_until_bind() -> None:
     assert not sim.inject_mo(PHONE, SHORT_CODE, text="now").queued
 
 
+def test_no_delivery_on_a_bind_that_is_unbinding() -> None:
+    """A receiver bind whose session has left the bound state (an unbind outstanding on it)
+    while it is still listed gets no deliver_sm, which its session would refuse: the MO
+    waits in the queue for the next bind."""
+    sim, _ = make_sim()
+    esme = FakeEsme(sim)
+    esme.bind()
+    (conn,) = list(sim._connections)
+    conn.session.send(Unbind(sequence_number=conn.session.next_sequence()))
+    assert sim.inject_mo(PHONE, SHORT_CODE, text="waits").queued
+    assert not [p for p in esme.received() if isinstance(p, DeliverSm)]
+    again = FakeEsme(sim)
+    again.bind()
+    assert [p.short_message for p in again.ack_all()] == [b"waits"]
+
+
 def test_long_mo_is_split_with_udh_and_reassembles() -> None:
     """A long UCS2 MO becomes UDH-concatenated deliver_sm parts (kept on one bind) whose
     reassembly is the text; caller IEs (0x70) ride in every part."""
