@@ -13,6 +13,7 @@ carry them, UCS2 otherwise (TS 102 223 §8.15).
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -333,13 +334,13 @@ class MenuTree:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> MenuTree:
-        """Load a menu file; without ``path``, the ``menu.toml`` shipped in this package."""
+        """Load a menu file; without ``path``, the ``menu.toml`` shipped in this package
+        (parsed once per process: the tree is immutable, every card of a fleet shares it)."""
+        if path is None:
+            return _packaged_menu()
         try:
-            if path is None:
-                text = resources.files("stk_menus").joinpath("menu.toml").read_text("utf-8")
-            else:
-                with open(path, encoding="utf-8") as handle:
-                    text = handle.read()
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise MenuError(f"menu file is not valid TOML: {exc}") from None
@@ -371,3 +372,9 @@ class MenuTree:
             qualifier=MenuQualifier.NONE,
             number=number,
         )
+
+
+@functools.cache
+def _packaged_menu() -> MenuTree:
+    with resources.as_file(resources.files("stk_menus").joinpath("menu.toml")) as path:
+        return MenuTree.load(path)

@@ -286,10 +286,11 @@ def decode(data: bytes) -> WalletMo:
             raise WalletMoError(f"tag {tag:02X} missing")
         return value
 
+    action_raw = need(_Tag.ACTION)
     try:
-        action = Action(need(_Tag.ACTION)[0])
+        action = Action(action_raw[0])
     except ValueError:
-        raise WalletMoError(f"unknown action {fields[_Tag.ACTION].hex()}") from None
+        raise WalletMoError(f"unknown action {action_raw.hex()}") from None
     try:
         language = Language(fields.get(_Tag.LANGUAGE, b"\x00")[0])
     except ValueError:

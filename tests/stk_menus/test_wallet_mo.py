@@ -101,6 +101,7 @@ def test_arbitrary_bytes_raise_only_wallet_mo_error(data: bytes) -> None:
         ("01800109", "unknown action"),
         ("0180010299020000", "unknown tag"),
         ("01800101", "missing"),
+        ("01", "tag 80 missing"),  # no action at all (found by the property test)
         ("018001028103000000", "expected"),
         ("0180010281", "truncated"),
         ("01800102810400", "runs past"),
