@@ -306,6 +306,7 @@ class GatewayProcess(ServeProcess):
         window: int = 64,
         throughput: float = 10_000.0,
         grace_period: float = 5.0,
+        workers: int = 4,
     ) -> None:
         self.stores = stores
         config = write_config(
@@ -328,7 +329,11 @@ class GatewayProcess(ServeProcess):
                 "ota": {"key_file": str(stores.key_file), "counter_url": stores.counter_url},
                 "calibration": {"url": stores.calibration_url},
                 "state": {"url": stores.state_url, "prefix": stores.state_prefix},
-                "gateway": {"health": "tcp:0:interface=127.0.0.1", "grace_period": grace_period},
+                "gateway": {
+                    "health": "tcp:0:interface=127.0.0.1",
+                    "grace_period": grace_period,
+                    "workers": workers,
+                },
             },
         )
         super().__init__(config, cwd=stores.directory, pepper=stores.pepper)

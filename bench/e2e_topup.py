@@ -284,6 +284,7 @@ async def _run_config(
             account=side.account,
             window=args.window,
             throughput=args.throughput,
+            workers=args.workers,
         )
         gateway.start()
         sampler = Sampler(reactor, gateway)
@@ -548,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--throughput", type=float, default=10_000.0, help="gateway ESME submit_sm/s limit"
     )
+    parser.add_argument("--workers", type=int, default=4, help="gateway [gateway] workers")
     parser.add_argument("--ledger-url", help="PostgreSQL server for a second configuration")
     parser.add_argument("--redis-url", help="Redis for the second configuration's state")
     parser.add_argument("--quick", action="store_true", help="1,000 subscribers, 3 s rows")
