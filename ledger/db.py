@@ -507,6 +507,12 @@ def _sqlite_target(target: str) -> tuple[str, bool]:
     return str(path), False
 
 
+#: Seconds between the checkpointer's WAL checkpoints (SQLite).
+CHECKPOINT_INTERVAL: Final = 0.5
+#: WAL pages (4 KiB) past which a checkpoint waits for readers to reuse the file: 64 MiB.
+WAL_LIMIT_PAGES: Final = 16_384
+
+
 class Database:
     """A pool of connections to one ledger database; thread-safe."""
 
@@ -530,6 +536,39 @@ class Database:
         if self._memory:
             # keep the shared-cache memory database alive for the pool's lifetime
             self._keeper = self._open()
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if self.dialect == "sqlite" and not self._memory:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="ledger-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL back into the database file every :data:`CHECKPOINT_INTERVAL`
+        seconds (PASSIVE: never waits for readers or blocks the writer; SQLite restarts the
+        WAL from its start once a checkpoint has caught up). When the WAL has outgrown
+        :data:`WAL_LIMIT_PAGES` anyway, a RESTART checkpoint waits for the readers so that it
+        can be reused."""
+        try:
+            raw = sqlite3.connect(
+                self._sqlite_path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error:
+            return  # the pool's own connections report the problem
+        try:
+            raw.execute("PRAGMA busy_timeout=30000")
+            while not self._stop.wait(CHECKPOINT_INTERVAL):
+                try:
+                    row = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if row is not None and int(row[1]) > WAL_LIMIT_PAGES:
+                        raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                except sqlite3.Error:
+                    continue  # busy or locked: the next round tries again
+            with contextlib.suppress(sqlite3.Error):
+                raw.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            raw.close()
 
     def _open(self) -> Conn:
         try:
@@ -550,7 +589,10 @@ class Database:
                 raw.execute("PRAGMA foreign_keys=ON")
                 raw.execute("PRAGMA busy_timeout=30000")
                 raw.execute("PRAGMA cache_size=-32768")  # 32 MiB: the hot index pages stay in
-                raw.execute("PRAGMA wal_autocheckpoint=4000")  # fewer, larger checkpoints
+                # WAL checkpoints run on the checkpointer thread (below), not inside a
+                # commit: a checkpoint copying thousands of pages and syncing the database
+                # file stalled the commit that triggered it by tens of milliseconds.
+                raw.execute("PRAGMA wal_autocheckpoint=0")
                 return Conn("sqlite", raw)
             raw = psycopg.connect(self.url.target, autocommit=True, connect_timeout=10)
             return Conn("postgresql", raw)
@@ -624,8 +666,11 @@ class Database:
                 ) from exc
 
     def close(self) -> None:
-        """Close every connection."""
+        """Close every connection (and stop the checkpointer after a last checkpoint)."""
         self._closed = True
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=30)
         with self._lock:
             conns, self._all = list(self._all), []
         for conn in conns:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,39 @@ def test_sqlite_is_wal_with_full_sync(tmp_path: Path) -> None:
             assert conn.one("PRAGMA foreign_keys") == (1,)
     finally:
         db.close()
+
+
+def test_sqlite_wal_is_checkpointed_off_the_commit_path(tmp_path: Path) -> None:
+    """Commits never checkpoint (wal_autocheckpoint 0); the checkpointer thread copies the WAL
+    into the database file on its own, so the file alone (WAL ignored) soon holds every
+    committed transfer, and closing the ledger stops the thread."""
+    path = tmp_path / "l.db"
+    ledger = Ledger.connect(f"sqlite:///{path}", group_commit=True)
+    try:
+        with ledger._db.connection() as conn:
+            assert conn.one("PRAGMA wal_autocheckpoint") == (0,)
+        ledger.open_wallet(MSISDN, ID_NUMBER)
+        for i in range(50):
+            ledger.deposit(MSISDN, 100, "bank", request_id=f"d{i}")
+
+        def in_file() -> int:
+            raw = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+            try:
+                return int(raw.execute("SELECT COUNT(*) FROM transfers").fetchone()[0])
+            except sqlite3.OperationalError:  # the schema itself still only in the WAL
+                return 0
+            finally:
+                raw.close()
+
+        deadline = time.monotonic() + 15
+        while in_file() < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert in_file() == 50
+        thread = ledger._db._checkpointer
+        assert thread is not None and thread.is_alive()
+    finally:
+        ledger.close()
+    assert not thread.is_alive()
 
 
 def test_relative_sqlite_path_creates_directories(
