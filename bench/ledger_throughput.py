@@ -409,6 +409,7 @@ async def _measure(  # noqa: PLR0917 - a private helper of main()
         notes.append(f"{backend}: {_durability(url, backend)}")
         _log(f"{backend}: gateway, {args.inflight} in flight, {args.seconds:g} s")
         report(await _gateway_closed(reactor, url, backend, args))
+        _settle(url, backend)
         _log(f"{backend}: gateway paced {args.rate:g}/s for {args.paced_seconds:g} s")
         report(await _gateway_paced(reactor, url, backend, args))
         if args.gateway_only:
@@ -429,8 +430,25 @@ async def _measure(  # noqa: PLR0917 - a private helper of main()
                 wallets=args.wallets,
             )
             report(row)
+        _settle(url, backend)
         _log(f"{backend}: paced {args.rate:g}/s for {args.paced_seconds:g} s")
         report(_paced(url, backend, args.rate, args.paced_seconds, args.wallets))
+
+
+def _settle(url: str, backend: str) -> None:
+    """Before a paced row: let the previous row's burst reach the disk (``sync``; on
+    PostgreSQL a ``CHECKPOINT`` where the role may), so the row measures a steady 1,000/s and
+    not the write-back of the 50,000 transfers before it."""
+    os.sync()
+    if backend != "postgresql":
+        return
+    import psycopg
+
+    with (
+        contextlib.suppress(psycopg.Error),
+        psycopg.connect(url, autocommit=True, connect_timeout=10) as conn,
+    ):
+        conn.execute("CHECKPOINT")
 
 
 def _verdict(row: Row) -> str:
