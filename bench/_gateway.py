@@ -33,7 +33,7 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +41,7 @@ from typing import Any, Final
 
 from twisted.internet import defer, task
 
+from bench._pg import throwaway_database
 from calibration.store import CalibrationStore
 from calibration.table import HandsetModel, Provenance
 from handlers.pins import Pepper, SqlPinStore, pin_hash
@@ -51,7 +52,7 @@ from simcard.fleet import Fleet, HandsetModelSpec, InProcessNetwork
 from simcard.phone import SmsReceived
 from smsc.handset import Handset, MailboxDirectory, MtMessage
 from stkpay.config import Config, SimAccount
-from stkpay.serve_process import ServeProcess, write_config
+from stkpay.serve_process import ServeProcess, gateway_sections, write_config
 
 __all__ = [
     "Done",
@@ -252,26 +253,9 @@ def _set_pins(stores: Stores, iccids: Sequence[str], pin: str) -> None:
         probe.close()
 
 
-@contextlib.contextmanager
-def pg_database(admin_url: str) -> Iterator[str]:
+def pg_database(admin_url: str) -> contextlib.AbstractContextManager[str]:
     """A throwaway database on the server of ``admin_url``; its URL; dropped afterwards."""
-    import psycopg
-    import psycopg.conninfo
-
-    admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
-    name = f"stkpay_e2e_{uuid.uuid4().hex[:12]}"
-    params = psycopg.conninfo.conninfo_to_dict(admin_url)
-    password = params.get("password")
-    auth = f"{params.get('user') or 'postgres'}" + (f":{password}" if password else "")
-    where = f"{params.get('host') or '127.0.0.1'}:{params.get('port') or 5432}"
-    try:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql://{auth}@{where}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+    return throwaway_database(admin_url, "stkpay_e2e")
 
 
 def redis_cleanup(url: str, prefix: str) -> int:
@@ -311,30 +295,22 @@ class GatewayProcess(ServeProcess):
         self.stores = stores
         config = write_config(
             stores.directory / "stkpay.toml",
-            {
-                "smsc": {
-                    "host": "127.0.0.1",
-                    "port": smpp_port,
-                    "system_id": account.system_id,
-                    "password": account.password.reveal(),
-                    "source_addr": SHORT_CODE,
-                    "bind": "trx",
-                    "window": window,
-                    "throughput": float(throughput),
-                    "registered_delivery": False,
-                    "reconnect_min": 0.05,
-                    "reconnect_max": 1.0,
-                },
-                "ledger": {"url": stores.ledger_url},
-                "ota": {"key_file": str(stores.key_file), "counter_url": stores.counter_url},
-                "calibration": {"url": stores.calibration_url},
-                "state": {"url": stores.state_url, "prefix": stores.state_prefix},
-                "gateway": {
-                    "health": "tcp:0:interface=127.0.0.1",
-                    "grace_period": grace_period,
-                    "workers": workers,
-                },
-            },
+            gateway_sections(
+                smpp_port=smpp_port,
+                system_id=account.system_id,
+                password=account.password.reveal(),
+                source_addr=SHORT_CODE,
+                ledger_url=stores.ledger_url,
+                key_file=stores.key_file,
+                counter_url=stores.counter_url,
+                calibration_url=stores.calibration_url,
+                state_url=stores.state_url,
+                state_prefix=stores.state_prefix,
+                window=window,
+                throughput=throughput,
+                grace_period=grace_period,
+                workers=workers,
+            ),
         )
         super().__init__(config, cwd=stores.directory, pepper=stores.pepper)
 

@@ -73,6 +73,11 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+# Run as a script, this file's folder comes first on sys.path: put the project root first so
+# that ``bench`` is the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._pg import throwaway_database
 from ledger.asyncapi import AsyncLedger
 from ledger.service import Ledger
 
@@ -122,23 +127,8 @@ def _database(backend: str, tmp: Path) -> Iterator[str]:
         path = tmp / f"bench-{uuid.uuid4().hex[:8]}.db"
         yield f"sqlite:///{path}"
         return
-    import psycopg
-    import psycopg.conninfo
-
-    admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
-    name = f"stkpay_bench_{uuid.uuid4().hex[:12]}"
-    params = psycopg.conninfo.conninfo_to_dict(PG_ADMIN)
-    password = params.get("password")
-    auth = f"{params.get('user') or 'postgres'}" + (f":{password}" if password else "")
-    where = f"{params.get('host') or '127.0.0.1'}:{params.get('port') or 5432}"
-    try:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql://{auth}@{where}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+    with throwaway_database(PG_ADMIN) as url:
+        yield url
 
 
 def _msisdns(wallets: int) -> list[str]:

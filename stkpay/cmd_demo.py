@@ -74,7 +74,12 @@ from stk_menus.replies import TEMPLATE_DIR
 from stkpay.config import Config, Secret, SimAccount
 from stkpay.embedded import EmbeddedPlatform
 from stkpay.runner import run
-from stkpay.serve_process import ServeProcess, ServeProcessError, write_config
+from stkpay.serve_process import (
+    ServeProcess,
+    ServeProcessError,
+    gateway_sections,
+    write_config,
+)
 
 PHONE_A = "8613800138000"
 PHONE_B = "8613900139000"
@@ -374,28 +379,17 @@ class _Wallet:
         """``stkpay serve`` on these stores, bound to the simulator as ``account``."""
         config = write_config(
             self.dir / "stkpay.toml",
-            {
-                "smsc": {
-                    "host": "127.0.0.1",
-                    "port": smpp_port,
-                    "system_id": account.system_id,
-                    "password": account.password.reveal(),
-                    "source_addr": SHORT_CODE,
-                    "bind": "trx",
-                    "window": 64,
-                    "throughput": 5000.0,
-                    "registered_delivery": False,
-                    "reconnect_min": 0.05,
-                    "reconnect_max": 1.0,
-                },
-                "ledger": {"url": f"sqlite:///{self.dir / 'ledger.db'}"},
-                "ota": {
-                    "key_file": str(self.dir / "keys.json"),
-                    "counter_url": f"sqlite:///{self.dir / 'ota.db'}",
-                },
-                "calibration": {"url": f"sqlite:///{self.dir / 'calibration.db'}"},
-                "gateway": {"health": "tcp:0:interface=127.0.0.1", "grace_period": 5.0},
-            },
+            gateway_sections(
+                smpp_port=smpp_port,
+                system_id=account.system_id,
+                password=account.password.reveal(),
+                source_addr=SHORT_CODE,
+                ledger_url=f"sqlite:///{self.dir / 'ledger.db'}",
+                key_file=self.dir / "keys.json",
+                counter_url=f"sqlite:///{self.dir / 'ota.db'}",
+                calibration_url=f"sqlite:///{self.dir / 'calibration.db'}",
+                throughput=5000.0,
+            ),
         )
         self.gateway = ServeProcess(config, cwd=self.dir, pepper=self.pepper)
         self.gateway.start()

@@ -12,8 +12,9 @@ MO flow (docs/architecture.md, "State and scale"): the ESME hands a reassembled 
 :meth:`GatewayService.on_message`, which runs ``WalletApp.on_message`` on one of the
 gateway's ``[gateway] workers`` threads, chosen by the sender's MSISDN (a subscriber's MO are
 handled one at a time, in arrival order; other subscribers' beside them, their ledger writes
-sharing durable commits through the group committer), and carries the effects out: ``SendSms`` as a text MT, ``SendOta`` as SMS-PP data download (TP-PID
-0x7F, DCS 0xF6, 3GPP TS 31.115 §4). The Deferred given back to the ESME fires only once the
+sharing durable commits through the group committer), and carries the effects out:
+``SendSms`` as a text MT, ``SendOta`` as SMS-PP data download (TP-PID 0x7F, DCS 0xF6, 3GPP
+TS 31.115 §4). The Deferred given back to the ESME fires only once the
 app has returned (the MO is durably accepted), so the deliver_sm_resp follows; if the app
 raised (database or state store down) it fails and the ESME answers ESME_RX_T_APPN (SMPP 3.4
 §5.1.3) so that the SMSC retries, which is safe because every write is keyed.

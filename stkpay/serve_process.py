@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["ServeProcess", "ServeProcessError", "write_config"]
+__all__ = ["ServeProcess", "ServeProcessError", "gateway_sections", "write_config"]
 
 #: The project root (the checkout), put on the child's PYTHONPATH.
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -61,6 +61,51 @@ def write_config(path: Path, sections: Mapping[str, Mapping[str, object]]) -> Pa
     path.write_text(text, encoding="utf-8")
     path.chmod(0o600)
     return path
+
+
+def gateway_sections(
+    *,
+    smpp_port: int,
+    system_id: str,
+    password: str,
+    source_addr: str,
+    ledger_url: str,
+    key_file: Path,
+    counter_url: str,
+    calibration_url: str,
+    state_url: str = "",
+    state_prefix: str = "stkpay:",
+    window: int = 64,
+    throughput: float = 10_000.0,
+    grace_period: float = 5.0,
+    workers: int = 4,
+) -> dict[str, dict[str, object]]:
+    """The configuration of a gateway bound to a loopback SMSC (the simulator) as a
+    transceiver, without delivery receipts, reconnecting fast; health on an ephemeral port."""
+    return {
+        "smsc": {
+            "host": "127.0.0.1",
+            "port": smpp_port,
+            "system_id": system_id,
+            "password": password,
+            "source_addr": source_addr,
+            "bind": "trx",
+            "window": window,
+            "throughput": float(throughput),
+            "registered_delivery": False,
+            "reconnect_min": 0.05,
+            "reconnect_max": 1.0,
+        },
+        "ledger": {"url": ledger_url},
+        "ota": {"key_file": str(key_file), "counter_url": counter_url},
+        "calibration": {"url": calibration_url},
+        "state": {"url": state_url, "prefix": state_prefix},
+        "gateway": {
+            "health": "tcp:0:interface=127.0.0.1",
+            "grace_period": grace_period,
+            "workers": workers,
+        },
+    }
 
 
 class ServeProcess:
