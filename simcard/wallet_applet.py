@@ -494,6 +494,23 @@ class WalletApplet:
         # The counter is stored before the packet exists: a packet is never built twice with
         # one counter.
         self._state = replace(self._state, mo_counter=counter)
+        self._reference = (self._reference + 1) & 0xFF
+        parts = self.secured_user_data(action, counter=counter, reference=self._reference)
+        return Outgoing(self.short_code, parts, action=kind, counter=counter)
+
+    def secured_user_data(
+        self,
+        action: wallet_mo.WalletMo,
+        *,
+        counter: int,
+        reference: int | None = None,
+        keys: Keys | None = None,
+    ) -> tuple[bytes, ...]:
+        """The SMS user data of ``action`` secured as this card secures it (TS 102 225 §5.1
+        command packet, its KIc/KID and keys, TS 31.115 §4.2 concatenation) at ``counter``,
+        without using up a counter: what a replayed or redelivered MO, or with other
+        ``keys`` a forged one, looks like. ``reference``: the concatenation reference
+        (default: the counter's low octet)."""
         packet = encode_command(
             spi=MO_SPI,
             kic=self.kic,
@@ -501,11 +518,10 @@ class WalletApplet:
             tar=wallet_mo.PLATFORM_TAR,
             counter=counter,
             data=wallet_mo.encode(action),
-            keys=self._keys,
+            keys=self._keys if keys is None else keys,
         )
-        self._reference = (self._reference + 1) & 0xFF
-        parts = tuple(command_user_data(packet, reference=self._reference))
-        return Outgoing(self.short_code, parts, action=kind, counter=counter)
+        ref = counter & 0xFF if reference is None else reference
+        return tuple(command_user_data(packet, reference=ref))
 
     def provide_local_information(self, imei: str) -> Outgoing | None:
         """The IMEI the terminal reported (PROVIDE LOCAL INFORMATION, TS 102 223 §6.4.15, at

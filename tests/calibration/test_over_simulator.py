@@ -54,11 +54,11 @@ from handlers.pins import Pepper, SqlPinStore
 from ledger.service import Ledger
 from ota.keys import KeyAlgorithm
 from ota.keystore import FileKeyStore, generate_keyset
-from ota.secured_packet import Keys, encode_command
-from ota.smspp import DCS_CLASS2_8BIT, TP_PID_SIM_DATA_DOWNLOAD, command_user_data
+from ota.secured_packet import Keys
+from ota.smspp import DCS_CLASS2_8BIT, TP_PID_SIM_DATA_DOWNLOAD
 from simcard.fleet import DEFAULT_MODELS, Fleet, FleetPhone, InProcessNetwork, imei_for
 from simcard.phone import SmsReceived, VirtualPhone
-from simcard.wallet_applet import MO_SPI, Outgoing
+from simcard.wallet_applet import Outgoing
 from stk_menus import wallet_mo
 from stk_menus.replies import render
 from stkpay.config import CalibrationConfig
@@ -212,20 +212,7 @@ class CalRig:
     ) -> tuple[bytes, ...]:
         """A secured MO as the card builds it (its KIc/KID, ``counter``), with ``keys``
         instead of the card's own when given (a forgery)."""
-        applet = self.phone(msisdn).applet
-        if keys is None:
-            pair = self.keystore.card_keys(applet.card.iccid, "ota").ota_keys()
-            keys = Keys(kic=pair.kic, kid=pair.kid)
-        packet = encode_command(
-            spi=MO_SPI,
-            kic=applet.kic,
-            kid=applet.kid,
-            tar=wallet_mo.PLATFORM_TAR,
-            counter=counter,
-            data=wallet_mo.encode(action),
-            keys=keys,
-        )
-        return tuple(command_user_data(packet, reference=counter & 0xFF))
+        return self.phone(msisdn).applet.secured_user_data(action, counter=counter, keys=keys)
 
     def calibration_mo(self, msisdn: str, imei: str) -> wallet_mo.Calibration:
         """The calibration SMS content the card would send now, for ``imei``."""

@@ -28,9 +28,6 @@ from twisted.internet import threads
 from handlers.app import Effect
 from handlers.state import StateUnavailable
 from ledger.service import Ledger
-from ota.secured_packet import Keys, encode_command
-from ota.smspp import command_user_data
-from simcard.wallet_applet import MO_SPI
 from smsc.reassembly import Message
 from stk_menus import wallet_mo
 from stk_menus.replies import render
@@ -64,25 +61,9 @@ def balance(card: int, cash: int) -> str:
 
 def forged(rig: Rig, msisdn: str, counter: int, action: wallet_mo.WalletMo) -> Mo:
     """A packet secured with the card's own keys at a chosen counter (a replay attempt)."""
-    applet = rig.phone(msisdn).applet
-    pair = rig.keystore.card_keys(applet.card.iccid, "ota").ota_keys()
-    packet = encode_command(
-        spi=MO_SPI,
-        kic=applet.kic,
-        kid=applet.kid,
-        tar=wallet_mo.PLATFORM_TAR,
-        counter=counter,
-        data=wallet_mo.encode(action),
-        keys=Keys(kic=pair.kic, kid=pair.kid),
-    )
+    parts = rig.phone(msisdn).applet.secured_user_data(action, counter=counter, reference=1)
     model = rig.secured_mo(msisdn)[-1]
-    return Mo(
-        msisdn,
-        SHORT_CODE,
-        tuple(command_user_data(packet, reference=1)),
-        model.protocol_id,
-        model.data_coding,
-    )
+    return Mo(msisdn, SHORT_CODE, parts, model.protocol_id, model.data_coding)
 
 
 @pytest_twisted.ensureDeferred

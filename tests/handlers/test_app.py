@@ -23,13 +23,12 @@ from ota.keystore import FileKeyStore, generate_keyset
 from ota.pboc import PurseKeys
 from ota.platform import OtaPlatform
 from ota.receiver import MemoryHistory, SecuredMoReceiver
-from ota.secured_packet import Keys, encode_command
-from ota.smspp import DCS_CLASS2_8BIT, TP_PID_SIM_DATA_DOWNLOAD, command_user_data
+from ota.smspp import DCS_CLASS2_8BIT, TP_PID_SIM_DATA_DOWNLOAD
 from simcard.card import VirtualCard
 from simcard.fleet import DEFAULT_MODELS, Fleet, FleetPhone, iccid_for
 from simcard.phone import VirtualPhone
 from simcard.purse import Purse
-from simcard.wallet_applet import MO_SPI, TERMINAL_ID, Outgoing, WalletApplet
+from simcard.wallet_applet import TERMINAL_ID, Outgoing, WalletApplet
 from smsc.reassembly import Message
 from smsc.udh import CONCAT_IEIS, split_udh
 from stk_menus import wallet_mo
@@ -313,19 +312,8 @@ def _fleet_phone(phone: VirtualPhone) -> FleetPhone:
 
 def _forged(rig: Rig, msisdn: str, counter: int, action: wallet_mo.WalletMo) -> Message:
     """A packet secured with the card's own keys and a chosen counter (a replay attempt)."""
-    applet = rig.phone(msisdn).applet
-    pair = rig.keystore.card_keys(applet.card.iccid, "ota").ota_keys()
-    packet = encode_command(
-        spi=MO_SPI,
-        kic=applet.kic,
-        kid=applet.kid,
-        tar=wallet_mo.PLATFORM_TAR,
-        counter=counter,
-        data=wallet_mo.encode(action),
-        keys=Keys(kic=pair.kic, kid=pair.kid),
-    )
-    out = Outgoing("10658888", tuple(command_user_data(packet, reference=1)))
-    return to_message(msisdn, out)
+    parts = rig.phone(msisdn).applet.secured_user_data(action, counter=counter, reference=1)
+    return to_message(msisdn, Outgoing("10658888", parts))
 
 
 def test_duplicated_topup_mo_posts_once_and_sends_no_second_credit(rig: Rig) -> None:
