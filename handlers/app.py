@@ -166,6 +166,9 @@ class LoadNote:
     lang: str
     reserved_at: dt.datetime
     ota_counter: int
+    #: built again for a load whose first CREDIT may have been sent: its failure proves
+    #: nothing (the load is left in doubt, never voided)
+    resent: bool = False
 
 
 _PLAIN: Final[dict[str, tuple[str, str]]] = {
@@ -474,14 +477,28 @@ class WalletApp:
             log.warning("top-up of card %s refused by the ledger: %s", iccid, exc)
             return reply("topup_failed")
         self._pin_succeeded(iccid, check)
+        resend = False
         if load_key in pending_before:
-            return effects  # the CREDIT for this load went out already
-        if load.id not in {v.id for v in self.ledger.pending_loads(iccid)}:
+            if self._has_note(load.id):
+                return effects  # the CREDIT for this load went out already
+            # Reserved, but this instance never built its CREDIT: the first handling failed
+            # after the reserve (the SMSC redelivers the MO), or the gateway restarted. The
+            # CREDIT is built again; the first may have been sent and applied, so a failure
+            # of this one proves nothing (in doubt, never void).
+            resend = True
+        elif load.id not in {v.id for v in self.ledger.pending_loads(iccid)}:
             return effects  # a replay of a load already settled
         return [
             *effects,
             self._send_credit(
-                msisdn, iccid, load, init=init, action=action, lang=lang, purse=purse
+                msisdn,
+                iccid,
+                load,
+                init=init,
+                action=action,
+                lang=lang,
+                purse=purse,
+                resent=resend,
             ),
         ]
 
@@ -501,6 +518,7 @@ class WalletApp:
         action: wallet_mo.TopUp,
         lang: str,
         purse: PurseKeys,
+        resent: bool = False,
     ) -> SendOta:
         now = self.clock()
         local = now.astimezone(self._zone).replace(microsecond=0)
@@ -538,6 +556,7 @@ class WalletApp:
             lang=lang,
             reserved_at=now,
             ota_counter=outgoing.pending.counter,
+            resent=resent,
         )
         self._remember(note)
         return SendOta(msisdn, outgoing)
@@ -556,6 +575,10 @@ class WalletApp:
             if note is not None:
                 self._by_command.pop((note.msisdn, note.ota_counter), None)
             return note
+
+    def _has_note(self, load_id: str) -> bool:
+        with self._notes_lock:
+            return load_id in self._notes
 
     def _note_for(self, msisdn: str, ota_counter: int) -> LoadNote | None:
         """The note of the load whose CREDIT went out as OTA command ``ota_counter``."""
@@ -610,6 +633,10 @@ class WalletApp:
             and por.response.last.sw >> 8 not in (0x90, 0x91, 0x92, 0x61)
         )
         if por.status in _NOT_RUN or credit_failed:
+            if note.resent:
+                log.warning("load %s: a resent CREDIT failed; left in doubt", load_id)
+                self._mark_in_doubt(load_id)
+                return []
             return self._void(note.msisdn, note.lang, load_id, notify=True)
         if por.status is ResponseStatus.POR_OK:
             log.warning("load %s: the card ran CREDIT but gave no TAC; left in doubt", load_id)

@@ -17,7 +17,7 @@ from handlers.app import AppConfig, Effect, SendOta, SendSms, WalletApp
 from handlers.pins import Pepper, SqlPinStore
 from handlers.state import MemoryState
 from ledger.service import Ledger
-from ota.counters import open_counter_store
+from ota.counters import CounterStorageError, open_counter_store
 from ota.keys import KeyAlgorithm
 from ota.keystore import FileKeyStore, generate_keyset
 from ota.pboc import PurseKeys
@@ -475,6 +475,69 @@ def test_por_lost_resolved_after_restart_by_the_counter(rig: Rig) -> None:
         render("topup_ok", "zh", amount=5_000, card_balance=15_000, cash_balance=185_000),
     ]
     assert rig.phone(msisdn).applet.purse.balance == 15_000
+
+
+def _topup_mo(rig: Rig, msisdn: str, yuan: int) -> Message:
+    """The phone's top-up MO, taken from its outbox (not delivered)."""
+    phone = rig.phone(msisdn)
+    phone.select(TOPUP)
+    phone.input(str(yuan))
+    phone.input(PIN)
+    (out,) = phone.outbox()
+    return to_message(msisdn, out)
+
+
+def test_failure_after_the_reserve_then_redelivery_sends_the_credit(rig: Rig) -> None:
+    """The OTA counter store fails after the reserve committed: the MO is refused (the
+    gateway answers ESME_RX_T_APPN). The SMSC's redelivery finds the load reserved with no
+    CREDIT built, builds it, and the load is posted once."""
+    msisdn = rig.msisdn()
+    rig.open(msisdn)
+    message = _topup_mo(rig, msisdn, 100)
+    command = rig.platform.command
+
+    def broken(**kwargs: object) -> object:
+        raise CounterStorageError("counter store: disk I/O error")
+
+    rig.platform.command = broken  # type: ignore[method-assign]
+    with pytest.raises(CounterStorageError):
+        rig.app.on_message(message)
+    assert [v.state for v in rig.ledger.pending_loads()] == ["reserved"]
+    rig.platform.command = command  # type: ignore[method-assign]
+    rig.deliver(message)  # the redelivery
+    assert rig.inbox(msisdn) == [
+        render("topup_ok", "zh", amount=10_000, card_balance=10_000, cash_balance=190_000)
+    ]
+    assert rig.ledger.pending_loads() == []
+    assert rig.phone(msisdn).applet.purse.balance == 10_000
+
+
+def test_resent_credit_that_fails_leaves_the_load_in_doubt_not_voided(rig: Rig) -> None:
+    """The card applied the CREDIT but its PoR was lost; the gateway restarts and the SMSC
+    redelivers the top-up MO: the CREDIT is built again, and the card refuses it (its load
+    session is over). That failure proves nothing, so the load is left in doubt, not voided;
+    the card's next contact shows its counter moved and the load is posted, once."""
+    msisdn = rig.msisdn()
+    rig.open(msisdn)
+    message = _topup_mo(rig, msisdn, 100)
+    rig.lose_por = True
+    rig.deliver(message)
+    rig.lose_por = False
+    assert rig.phone(msisdn).applet.purse.balance == 10_000
+    # The gateway restarts: no note of the load, and its in-process state is gone too.
+    rig.state = MemoryState(clock=rig.clock.seconds)
+    rig.receiver = SecuredMoReceiver(rig.keystore, MemoryHistory(), tars=[wallet_mo.PLATFORM_TAR])
+    rig.app = rig.make_app()
+    rig.deliver(message)
+    (load,) = rig.ledger.pending_loads()
+    assert load.state == "in_doubt"
+    assert rig.ledger.wallet(msisdn).cash == 190_000  # not given back
+    rig.query(msisdn, BALANCE)
+    assert rig.inbox(msisdn) == [
+        render("topup_ok", "zh", amount=10_000, card_balance=10_000, cash_balance=190_000),
+        render("balance", "zh", card_balance=10_000, cash_balance=190_000),
+    ]
+    assert rig.ledger.pending_loads() == []
 
 
 def test_mt_lost_card_never_loaded_is_voided(rig: Rig) -> None:
