@@ -11,8 +11,9 @@ What the card does when the subscriber uses the STK menu (ETSI TS 102 223):
   the leaf's notice with DISPLAY TEXT (§6.6.1) once the phone reports the message sent
   (:meth:`~WalletApplet.message_sent`);
 * the IMEI comes from PROVIDE LOCAL INFORMATION (§6.4.15,
-  :meth:`~WalletApplet.provide_local_information`): on first use and on every change the
-  applet sends the calibration MO (issue 6).
+  :meth:`~WalletApplet.provide_local_information`): on first use, on every change, and with
+  a back-off while it is not calibrated for this phone, the applet sends the calibration MO
+  (issue 6).
 
 MO format: :mod:`stk_menus.wallet_mo` in a command packet (ETSI TS 102 225 §5.1; 3GPP TS
 31.115 §4.2, UDH IEI 0x70) to :data:`~stk_menus.wallet_mo.PLATFORM_TAR`, SPI ``16 00`` (CC,
