@@ -371,10 +371,13 @@ class Conn:
 
         if self.dialect == "postgresql":
             sets = ", ".join(f"{c} = {plus(c)}v.{c}" for c in cols)
+            # The LIMIT (the row count itself) is the planner's only clue to how many rows
+            # the JSON holds: without it jsonb_array_elements counts as 100 rows, and an
+            # update of a few rows of a large table became a hash join over all of it.
             return [
                 (
                     f"UPDATE {table} SET {sets} FROM (SELECT {_pg_columns(types, (key, *cols))} "  # noqa: S608 - constant names
-                    f"FROM jsonb_array_elements(CAST(? AS jsonb)) AS r) AS v "
+                    f"FROM jsonb_array_elements(CAST(? AS jsonb)) AS r LIMIT {len(rows)}) AS v "
                     f"WHERE {table}.{key} = v.{key}",
                     (dumps(rows),),
                     False,

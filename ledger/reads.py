@@ -51,15 +51,17 @@ def _wallet_row(conn: Conn, msisdn: str) -> tuple[Any, ...]:
 #: The wallet view in one statement (one round trip, consistent without a transaction): the
 #: open wallet of the MSISDN (else its latest closed one), its cash balance, and its card's
 #: state, purse balance and loads in flight.
+#: The wallet row is chosen first (LIMIT 1 in a subquery), so that every plan, whatever the
+#: table statistics, looks the card and the two balances up by key.
 _WALLET_SQL: Final = (
     "SELECT w.msisdn, w.state, w.card_iccid, w.topup_day, w.topup_count, "
-    "COALESCE(ca.balance, 0), c.state, COALESCE(pa.balance, 0), COALESCE(c.in_flight, 0) "
-    "FROM wallets w "
-    "LEFT JOIN accounts ca ON ca.id = w.cash_account "
-    "LEFT JOIN cards c ON c.iccid = w.card_iccid "
-    "LEFT JOIN accounts pa ON pa.id = c.purse_account "
-    "WHERE w.msisdn = ? "
-    "ORDER BY CASE WHEN w.state = 'open' THEN 0 ELSE 1 END, w.created_at DESC LIMIT 1"
+    "COALESCE((SELECT balance FROM accounts WHERE id = w.cash_account), 0), c.state, "
+    "COALESCE((SELECT balance FROM accounts WHERE id = c.purse_account), 0), "
+    "COALESCE(c.in_flight, 0) "
+    "FROM (SELECT msisdn, state, card_iccid, topup_day, topup_count, cash_account "
+    "FROM wallets WHERE msisdn = ? "
+    "ORDER BY CASE WHEN state = 'open' THEN 0 ELSE 1 END, created_at DESC LIMIT 1) w "
+    "LEFT JOIN cards c ON c.iccid = w.card_iccid"
 )
 
 
