@@ -23,7 +23,9 @@ Load spread: top-ups go round robin over the subscribers, 1 yuan each, at most 5
 subscriber per day (the daily limit, Asia/Shanghai), so neither the card cap nor the cash nor
 the daily count binds. Each phone has one request outstanding at most.
 
-Rows: warm-up (closed loop), top-ups paced at 200/s, balance queries paced at 200/s, top-ups
+Rows: warm-up (closed loop: some top-ups, then a balance query from every subscriber, so that
+the gateway's per-card caches are filled before its resident size is taken), top-ups paced at
+200/s, balance queries paced at 200/s, top-ups
 closed loop with ``--concurrency`` outstanding, top-ups paced at ``--rate`` (500/s). Between
 rows the bench waits until the gateway has answered everything. Each row shows the CPU per
 request of the gateway process and of this process (both share the 2 cores) and the share of
@@ -300,8 +302,16 @@ async def _run_config(
             await closed_loop(
                 reactor, traffic.topup, topups, name="warm-up", concurrency=16, count=WARMUP
             )
+            # Every subscriber once, so that the gateway's per-card caches (derived keys,
+            # the receiver's counters, dedup entries) are as full as the run will make them:
+            # growth after this is what the traffic itself leaves behind.
             await closed_loop(
-                reactor, traffic.balance, queries, name="warm-up", concurrency=16, count=WARMUP
+                reactor,
+                traffic.balance,
+                queries,
+                name="warm-up",
+                concurrency=64,
+                count=max(WARMUP, len(msisdns)),
             )
             await traffic.quiet(reactor)
             result.rss_warm_kb = gateway.rss_kb()
