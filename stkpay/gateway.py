@@ -6,7 +6,9 @@
   per bind state change itself (bound, connection closed, cannot connect, reconnecting);
 * the wallet application (:class:`handlers.app.WalletApp`) over the configured ledger (SQLite
   by default), the PIN store on the ledger's database (pepper from ``STKPAY_PIN_PEPPER``), the
-  losable state store (``[state]``), the key file and the OTA counter store (``[ota]``).
+  losable state store (``[state]``), the key file and the OTA counter store (``[ota]``), whose
+  database also holds the cards' MO counters (:class:`ota.history.SqlHistory`: replay
+  protection survives a restart and is shared by gateway instances).
 
 MO flow (docs/architecture.md, "State and scale"): the ESME hands a reassembled MO to
 :meth:`GatewayService.on_message`, which runs ``WalletApp.on_message`` on one of the
@@ -59,9 +61,10 @@ from handlers.state import StateStore, open_state
 from ledger.errors import UnknownSubscriber
 from ledger.service import Ledger
 from ota.counters import open_counter_store
+from ota.history import SqlHistory
 from ota.keystore import FileKeyStore
 from ota.platform import OtaPlatform
-from ota.receiver import MemoryHistory, SecuredMoReceiver
+from ota.receiver import SecuredMoReceiver
 from ota.smspp import DCS_CLASS2_8BIT, TP_PID_SIM_DATA_DOWNLOAD
 from smsc.esme import Esme
 from smsc.message import OutboundMessage, SendResult
@@ -503,6 +506,8 @@ def make_gateway(
         closers.append(state.close)
         counters = open_counter_store(counter_url)
         closers.append(counters.close)
+        history = SqlHistory(counter_url)  # cards' MO counters: replay protection that
+        closers.append(history.close)  # survives a restart and is shared by instances
         calibration_store = CalibrationStore.open(cal_url)
         closers.append(calibration_store.close)
     except GatewayError:
@@ -518,7 +523,7 @@ def make_gateway(
             f"cannot open the stores (ledger {redact(ledger_url)}): {detail}"
         ) from None
     platform = OtaPlatform(keystore, counters, clock=lambda: now().timestamp())
-    receiver = SecuredMoReceiver(keystore, MemoryHistory(), tars=[wallet_mo.PLATFORM_TAR])
+    receiver = SecuredMoReceiver(keystore, history, tars=[wallet_mo.PLATFORM_TAR])
     cal = config.calibration
     calibration = CalibrationService(
         calibration_store,
