@@ -10,7 +10,8 @@ octets). :meth:`SqlHistory.record` runs in one transaction:
 
 1. the counter is known: its digest (nothing changes);
 2. it is not above the card's highest: :class:`~ota.errors.CounterTooLow`;
-3. else it is stored, and counters more than ``window`` below it are forgotten.
+3. else it is stored (and, at every ``window``-th counter, those more than ``window`` below
+   it are forgotten).
 
 SQLite runs in WAL mode at ``synchronous=NORMAL``: a record survives a process crash (what a
 restart is); a power cut may lose the last few, which could then be replayed once. Concurrent
@@ -29,7 +30,7 @@ from typing import Any, Final
 from ota.counters import CounterStorageError, one_line, redact, sqlite_path
 from ota.errors import CounterTooLow
 
-__all__ = ["SqlHistory"]
+__all__ = ["SqlHistory", "history_url_for"]
 
 _TABLE: Final = """
 CREATE TABLE IF NOT EXISTS mo_history (
@@ -40,10 +41,27 @@ CREATE TABLE IF NOT EXISTS mo_history (
     PRIMARY KEY (iccid, keyset, counter)
 )
 """
-_KNOWN: Final = "SELECT digest FROM mo_history WHERE iccid = ? AND keyset = ? AND counter = ?"
-_HIGHEST: Final = "SELECT MAX(counter) FROM mo_history WHERE iccid = ? AND keyset = ?"
+#: The counter's digest, if known, and the card's highest counter, in one statement.
+_JUDGE: Final = (
+    "SELECT (SELECT digest FROM mo_history WHERE iccid = ? AND keyset = ? AND counter = ?), "
+    "(SELECT MAX(counter) FROM mo_history WHERE iccid = ? AND keyset = ?)"
+)
 _STORE: Final = "INSERT INTO mo_history (iccid, keyset, counter, digest) VALUES (?, ?, ?, ?)"
 _FORGET: Final = "DELETE FROM mo_history WHERE iccid = ? AND keyset = ? AND counter < ?"
+
+
+def history_url_for(counter_url: str) -> str:
+    """Where the MO history lives beside an OTA counter store: PostgreSQL, the same database;
+    SQLite, a file of its own next to the counters' (``ota.db`` -> ``ota-mo.db``), because
+    two connections writing one SQLite file contend for its write lock, and SQLite's busy
+    handler waits for it by sleeping (milliseconds at a time)."""
+    if not counter_url.startswith("sqlite://"):
+        return counter_url
+    path = sqlite_path(counter_url)
+    if path == ":memory:":
+        return counter_url
+    file = Path(path)
+    return "sqlite:///" + str(file.with_name(f"{file.stem}-mo{file.suffix or '.db'}"))
 
 
 class SqlHistory:
@@ -94,10 +112,6 @@ class SqlHistory:
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s") if self._pg else text
 
-    def _one(self, text: str, params: tuple[Any, ...]) -> Any:
-        row = self._conn.execute(self._sql(text), params).fetchone()
-        return None if row is None else row[0]
-
     def record(self, key: tuple[str, str], counter: int, digest: bytes) -> bytes | None:
         """See :class:`~ota.receiver.CounterHistory`."""
         iccid, keyset = key
@@ -119,16 +133,18 @@ class SqlHistory:
         conn = self._conn
         conn.execute("BEGIN" if self._pg else "BEGIN IMMEDIATE")
         try:
-            known = self._one(_KNOWN, (iccid, keyset, counter))
+            known, highest = conn.execute(
+                self._sql(_JUDGE), (iccid, keyset, counter, iccid, keyset)
+            ).fetchone()
             if known is not None:
                 conn.execute("COMMIT")
                 return bytes(known)
-            highest = self._one(_HIGHEST, (iccid, keyset))
             if highest is not None and counter <= int(highest):
                 conn.execute("COMMIT")
                 raise CounterTooLow(f"counter {counter} is not above {highest}", counter=counter)
             conn.execute(self._sql(_STORE), (iccid, keyset, counter, digest))
-            conn.execute(self._sql(_FORGET), (iccid, keyset, counter - self._window))
+            if counter % self._window == 0:  # now and then: the card's older counters
+                conn.execute(self._sql(_FORGET), (iccid, keyset, counter - self._window))
             conn.execute("COMMIT")
             return None
         except CounterTooLow:

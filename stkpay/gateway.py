@@ -6,9 +6,10 @@
   per bind state change itself (bound, connection closed, cannot connect, reconnecting);
 * the wallet application (:class:`handlers.app.WalletApp`) over the configured ledger (SQLite
   by default), the PIN store on the ledger's database (pepper from ``STKPAY_PIN_PEPPER``), the
-  losable state store (``[state]``), the key file and the OTA counter store (``[ota]``), whose
-  database also holds the cards' MO counters (:class:`ota.history.SqlHistory`: replay
-  protection survives a restart and is shared by gateway instances).
+  losable state store (``[state]``), the key file and the OTA counter store (``[ota]``), beside
+  which the cards' MO counters are kept (:class:`ota.history.SqlHistory`, at
+  :func:`ota.history.history_url_for`: replay protection survives a restart and is shared by
+  gateway instances).
 
 MO flow (docs/architecture.md, "State and scale"): the ESME hands a reassembled MO to
 :meth:`GatewayService.on_message`, which runs ``WalletApp.on_message`` on one of the
@@ -61,7 +62,7 @@ from handlers.state import StateStore, open_state
 from ledger.errors import UnknownSubscriber
 from ledger.service import Ledger
 from ota.counters import open_counter_store
-from ota.history import SqlHistory
+from ota.history import SqlHistory, history_url_for
 from ota.keystore import FileKeyStore
 from ota.platform import OtaPlatform
 from ota.receiver import SecuredMoReceiver
@@ -506,8 +507,9 @@ def make_gateway(
         closers.append(state.close)
         counters = open_counter_store(counter_url)
         closers.append(counters.close)
-        history = SqlHistory(counter_url)  # cards' MO counters: replay protection that
-        closers.append(history.close)  # survives a restart and is shared by instances
+        # cards' MO counters: replay protection that survives a restart, shared by instances
+        history = SqlHistory(history_url_for(counter_url))
+        closers.append(history.close)
         calibration_store = CalibrationStore.open(cal_url)
         closers.append(calibration_store.close)
     except GatewayError:

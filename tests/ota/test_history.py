@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ota.errors import CounterTooLow
-from ota.history import SqlHistory
+from ota.history import SqlHistory, history_url_for
 from ota.receiver import SecuredMoReceiver
 from ota.smspp import parse_command_user_data
 from simcard.wallet_applet import WalletApplet
@@ -161,3 +161,18 @@ def test_receiver_on_a_durable_history_refuses_a_replay_after_a_restart(tmp_path
         assert not receiver.receive(ICCID, packet(6, last10)).redelivered
     finally:
         after.close()
+
+
+@pytest.mark.parametrize(
+    ("counters", "history"),
+    [
+        ("sqlite:////var/stkpay/ota.db", "sqlite:////var/stkpay/ota-mo.db"),
+        ("sqlite:///var/ota", "sqlite:///var/ota-mo.db"),
+        ("sqlite://:memory:", "sqlite://:memory:"),
+        ("postgresql://stkpay@db/stkpay", "postgresql://stkpay@db/stkpay"),
+    ],
+)
+def test_history_sits_beside_the_counter_store(counters: str, history: str) -> None:
+    """SQLite: a file of its own next to the counters' (one writer per file); PostgreSQL:
+    the same database."""
+    assert history_url_for(counters) == history
