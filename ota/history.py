@@ -75,6 +75,8 @@ class SqlHistory:
         self._window = window
         self._lock = threading.Lock()
         self._pg = url.startswith(("postgresql://", "postgres://"))
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
         try:
             if self._pg:
                 import psycopg  # noqa: PLC0415 - only this backend needs the driver
@@ -98,9 +100,19 @@ class SqlHistory:
                 )
                 if path != ":memory:":
                     self._conn.execute("PRAGMA journal_mode = WAL")
+                    # checkpoints on a thread of their own, not inside an MO's commit
+                    self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+                    self._checkpointer = threading.Thread(
+                        target=self._checkpoint_loop,
+                        args=(path,),
+                        daemon=True,
+                        name="mo-history-checkpoint",
+                    )
                 self._conn.execute("PRAGMA synchronous = NORMAL")
                 self._conn.execute("PRAGMA busy_timeout = 30000")
                 self._conn.execute(_TABLE.format(blob="BLOB"))
+                if self._checkpointer is not None:
+                    self._checkpointer.start()
         except (sqlite3.Error, OSError) as exc:
             raise CounterStorageError(f"MO history {redact(url)}: {one_line(exc)}") from None
         except Exception as exc:  # psycopg's errors, without importing it for SQLite
@@ -154,7 +166,25 @@ class SqlHistory:
                 conn.execute("ROLLBACK")
             raise
 
+    def _checkpoint_loop(self, path: str) -> None:
+        """A PASSIVE checkpoint every second (never waits for the writer) on its own
+        connection, as the ledger does (``ledger.db``): a checkpoint inside an MO's commit
+        stalled every worker waiting for the history."""
+        try:
+            raw = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stop.wait(1.0):
+                with contextlib.suppress(sqlite3.Error):  # busy: the next round
+                    raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            raw.close()
+
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (and stop the checkpointer)."""
+        self._stop.set()
+        if self._checkpointer is not None and self._checkpointer.is_alive():
+            self._checkpointer.join(timeout=10)
         with self._lock, contextlib.suppress(*self._errors):
             self._conn.close()

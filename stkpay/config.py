@@ -173,6 +173,11 @@ class OtaConfig:
 
     key_file: str = _opt("var/stkpay-keys.json", doc="master keys; overridden by STKPAY_KEY_FILE")
     counter_url: str = _opt("sqlite:///var/stkpay-ota.db", doc="SQLite path or PostgreSQL URL")
+    mo_history: str = _opt(
+        "memory",
+        _one_of("memory", "durable"),
+        "cards' MO counters: in process, or beside the counter store (survives restarts)",
+    )
 
 
 @dataclass(frozen=True, slots=True)

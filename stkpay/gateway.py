@@ -6,10 +6,10 @@
   per bind state change itself (bound, connection closed, cannot connect, reconnecting);
 * the wallet application (:class:`handlers.app.WalletApp`) over the configured ledger (SQLite
   by default), the PIN store on the ledger's database (pepper from ``STKPAY_PIN_PEPPER``), the
-  losable state store (``[state]``), the key file and the OTA counter store (``[ota]``), beside
-  which the cards' MO counters are kept (:class:`ota.history.SqlHistory`, at
-  :func:`ota.history.history_url_for`: replay protection survives a restart and is shared by
-  gateway instances).
+  losable state store (``[state]``), the key file and the OTA counter store (``[ota]``); with
+  ``[ota] mo_history = "durable"`` the cards' MO counters are kept beside it
+  (:class:`ota.history.SqlHistory`: replay protection survives a restart and is shared by
+  gateway instances), else in process.
 
 MO flow (docs/architecture.md, "State and scale"): the ESME hands a reassembled MO to
 :meth:`GatewayService.on_message`, which runs ``WalletApp.on_message`` on one of the
@@ -65,7 +65,7 @@ from ota.counters import open_counter_store
 from ota.history import SqlHistory, history_url_for
 from ota.keystore import FileKeyStore
 from ota.platform import OtaPlatform
-from ota.receiver import SecuredMoReceiver
+from ota.receiver import CounterHistory, MemoryHistory, SecuredMoReceiver
 from ota.smspp import DCS_CLASS2_8BIT, TP_PID_SIM_DATA_DOWNLOAD
 from smsc.esme import Esme
 from smsc.message import OutboundMessage, SendResult
@@ -507,9 +507,15 @@ def make_gateway(
         closers.append(state.close)
         counters = open_counter_store(counter_url)
         closers.append(counters.close)
-        # cards' MO counters: replay protection that survives a restart, shared by instances
-        history = SqlHistory(history_url_for(counter_url))
-        closers.append(history.close)
+        # Cards' MO counters (replay protection). "durable": beside the counter store, so it
+        # survives a restart and is shared by instances; "memory": per process.
+        history: CounterHistory
+        if config.ota.mo_history == "durable":
+            durable = SqlHistory(history_url_for(counter_url))
+            closers.append(durable.close)
+            history = durable
+        else:
+            history = MemoryHistory()
         calibration_store = CalibrationStore.open(cal_url)
         closers.append(calibration_store.close)
     except GatewayError:

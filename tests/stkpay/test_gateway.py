@@ -25,11 +25,14 @@ from twisted.internet import reactor, threads
 
 from handlers.pins import Pepper, SqlPinStore
 from ledger.service import Ledger
+from ota.errors import CounterTooLow
 from ota.keys import KeyAlgorithm
 from ota.keystore import FileKeyStore, generate_keyset
+from ota.smspp import parse_command_user_data
 from simcard.fleet import Fleet, InProcessNetwork
 from simcard.phone import SmsReceived
 from smsc.reassembly import Message
+from stk_menus import wallet_mo
 from stk_menus.replies import render
 from stkpay.config import (
     CalibrationConfig,
@@ -304,3 +307,43 @@ def test_startup_refuses_missing_key_file_and_pepper(tmp_path: Path) -> None:
     with pytest.raises(GatewayError, match=r"gateway\.health") as info:
         make_gateway(bad_health, reactor, env={})
     assert PEPPER_HEX not in str(info.value)
+
+
+def test_durable_mo_history_refuses_a_replay_across_a_restart(tmp_path: Path) -> None:
+    """[ota] mo_history = "durable": a card's MO accepted by one gateway is refused as a replay
+    (other octets on its counter) by the next gateway on the same stores; "memory" (the
+    default) keeps the counters in the process."""
+    generate_keyset(FileKeyStore(tmp_path / "keys.json"), "ota", 1, KeyAlgorithm.AES)
+    config = gateway_config(tmp_path, None)
+    durable = dataclasses.replace(config, ota=dataclasses.replace(config.ota, mo_history="durable"))
+    keystore = FileKeyStore(tmp_path / "keys.json")
+    phone = Fleet(keystore, count=1, first_msisdn=FIRST, seed=7)[FIRST].phone
+    iccid = phone.card.iccid
+
+    def packet(counter: int, action: wallet_mo.WalletMo) -> bytes:
+        return parse_command_user_data(
+            list(phone.applet.secured_user_data(action, counter=counter))
+        )
+
+    balance = wallet_mo.Balance(wallet_mo.Language.ZH, 0, None)
+    last10 = wallet_mo.Last10(wallet_mo.Language.ZH, 0, None)
+    first = make_gateway(durable, reactor, env={})
+    try:
+        assert not first.app.receiver.receive(iccid, packet(7, balance)).redelivered
+    finally:
+        for close in first._closers:
+            close()
+    second = make_gateway(durable, reactor, env={})
+    try:
+        assert second.app.receiver.receive(iccid, packet(7, balance)).redelivered
+        with pytest.raises(CounterTooLow):
+            second.app.receiver.receive(iccid, packet(7, last10))
+    finally:
+        for close in second._closers:
+            close()
+    in_memory = make_gateway(config, reactor, env={})
+    try:
+        assert not in_memory.app.receiver.receive(iccid, packet(7, last10)).redelivered
+    finally:
+        for close in in_memory._closers:
+            close()
