@@ -32,18 +32,10 @@ from ota.counters import (
     redact,
     sqlite_path,
 )
-from tests.ledger.conftest import throwaway_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]
 CARD = "89860012345678901234"
 CARD2 = "8986001234567890123F"
-
-
-@pytest.fixture(scope="module")
-def pg_module_url() -> Iterator[str]:
-    """One throwaway PostgreSQL database for this module (dropped afterwards)."""
-    with throwaway_pg_database() as url:
-        yield url
 
 
 @pytest.fixture(

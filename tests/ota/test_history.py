@@ -18,7 +18,6 @@ from ota.receiver import SecuredMoReceiver
 from ota.smspp import parse_command_user_data
 from simcard.wallet_applet import WalletApplet
 from stk_menus import wallet_mo
-from tests.ledger.conftest import throwaway_pg_database
 from tests.simcard.test_wallet_applet import ICCID, make_store
 
 KEY = ("89860012345678901234", "ota")
@@ -27,12 +26,6 @@ OTHER = ("8986001234567890123F", "ota")
 
 def digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
-
-
-@pytest.fixture(scope="module")
-def pg_module_url() -> Iterator[str]:
-    with throwaway_pg_database() as url:
-        yield url
 
 
 @pytest.fixture(
