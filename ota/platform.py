@@ -11,6 +11,13 @@ its counter checked against the command's, and its remote-APDU response decoded 
 §5.1.2). A PoR that matches nothing, fails its checksum or names another counter is refused
 with a precise :class:`~ota.errors.OtaError`; the pending command stays for the genuine PoR.
 
+A PoR for a command this instance did not send (it was sent before a restart, or by another
+gateway instance behind the same SMSC account) can still be verified when the caller names
+the card: ``receive_por(msisdn, user_data, iccid=...)`` checks it with that card's current
+keys and the profile's SPI/KIc/KID and returns it with ``matched=False``. Its counter then
+names a command the caller must find in its own durable records (the wallet's loads, the
+calibration store); the checksum under the card's own key is what authenticates it.
+
 Default security (:data:`DEFAULT_PROFILE`): AES-CBC ciphering with an AES-CMAC cryptographic
 checksum, counter must be higher, PoR always, by SMS-SUBMIT, itself checksummed and ciphered:
 SPI ``16 39``, KIc ``x2``, KID ``x2`` (x = the key set version).
@@ -18,6 +25,7 @@ SPI ``16 39``, KIc ``x2``, KID ``x2`` (x = the key set version).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -40,6 +48,7 @@ from ota.secured_packet import (
     Kid,
     PorRequest,
     PorTransport,
+    ResponsePacket,
     Spi,
     decode_response,
     encode_command,
@@ -131,6 +140,9 @@ class PorResult:
     status: ResponseStatus
     data: bytes
     response: RemoteResponse | None
+    #: False: verified with the card's keys, not matched to a command this instance sent
+    #: (``command`` is rebuilt from the PoR: its ``sent_at`` is NaN)
+    matched: bool = True
 
     @property
     def ok(self) -> bool:
@@ -140,6 +152,16 @@ class PorResult:
             and self.response is not None
             and self.response.last.sw >> 8 in (0x90, 0x91, 0x92)
         )
+
+
+def _response_of(por: ResponsePacket) -> RemoteResponse | None:
+    """The remote-APDU response of a PoR that ran the script (TS 102 226 §5.1.2), if any."""
+    if por.status is not ResponseStatus.POR_OK:
+        return None
+    try:
+        return parse_compact_response(por.data)
+    except RemoteApduError:
+        return None
 
 
 class OtaPlatform:
@@ -244,16 +266,39 @@ class OtaPlatform:
                 self._unindex(pending)
             return pending
 
-    def receive_por(self, msisdn: str, user_data: bytes) -> PorResult:
+    def receive_por(self, msisdn: str, user_data: bytes, *, iccid: str | None = None) -> PorResult:
         """Verify a PoR received as SMS user data (UDH with IEI 0x71 included) from
         ``msisdn``. Raises :class:`OtaError` (:class:`UnmatchedPor`, a bad checksum, a
-        malformed packet); a refused PoR leaves the pending command in place."""
+        malformed packet); a refused PoR leaves the pending command in place. With ``iccid``
+        (the card at ``msisdn``), a PoR no pending command claims is verified with that
+        card's keys instead (``matched=False``, see the module docstring)."""
         packet = parse_response_user_data(user_data)
         if len(packet) < 6:
             raise MalformedPacket(f"response packet of {len(packet)} octets is too short")
         tar = bytes(packet[3:6])
         with self._lock:
             candidates = list(self._by_card.get((msisdn, tar), {}).values())
+        try:
+            return self._match(msisdn, tar, packet, candidates)
+        except UnmatchedPor:
+            if iccid is None:
+                raise
+        return self._unmatched(msisdn, iccid, tar, packet)
+
+    def _unmatched(self, msisdn: str, iccid: str, tar: bytes, packet: bytes) -> PorResult:
+        """A PoR verified with the card's current keys and the profile's security."""
+        version, keys = self._card_keys(iccid)
+        profile = self.profile
+        kic, kid = profile.kic(version), profile.kid(version)
+        por = decode_response(packet, spi=profile.spi, kic=kic, kid=kid, keys=keys)
+        command = PendingCommand(
+            msisdn, iccid, tar, por.counter, profile.spi, kic, kid, math.nan, keys
+        )
+        return PorResult(command, por.status, por.data, _response_of(por), matched=False)
+
+    def _match(
+        self, msisdn: str, tar: bytes, packet: bytes, candidates: list[PendingCommand]
+    ) -> PorResult:
         if not candidates:
             raise UnmatchedPor(f"no command to {msisdn} awaits a PoR for TAR {tar.hex().upper()}")
         error: OtaError | None = None
@@ -274,13 +319,7 @@ class OtaPlatform:
             if pending is None:
                 error = UnmatchedPor(f"PoR counter {por.counter} matches no command")
                 continue
-            response = None
-            if por.status is ResponseStatus.POR_OK:
-                try:
-                    response = parse_compact_response(por.data)
-                except RemoteApduError:
-                    response = None
-            return PorResult(pending, por.status, por.data, response)
+            return PorResult(pending, por.status, por.data, _response_of(por))
         assert error is not None
         raise error
 

@@ -189,3 +189,36 @@ def test_counter_survives_a_restart(tmp_path: Path) -> None:
     second = OtaPlatform(store, open_counter_store(url), clock=lambda: 0.0)
     after = second.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF])
     assert after.pending.counter > max(used)
+
+
+def test_por_of_a_command_sent_elsewhere_is_verified_with_the_cards_keys(tmp_path: Path) -> None:
+    """A PoR for a command another instance sent (or this one before a restart): refused as
+    unmatched without the card's ICCID; with it, verified with that card's keys and returned
+    unmatched, carrying the counter under the ciphering. Another card's keys, a tampered PoR
+    or the wrong card named are still refused."""
+    store = FileKeyStore(tmp_path / "keys.json")
+    generate_keyset(store, "ota", 1)
+    url = f"sqlite:///{tmp_path / 'counters.db'}"
+    sender = OtaPlatform(store, open_counter_store(url), clock=lambda: 0.0)
+    other = OtaPlatform(store, open_counter_store(url), clock=lambda: 0.0)
+    out = sender.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF])
+    genuine = answer(sender, ICCID_A, out.packet)
+    with pytest.raises(UnmatchedPor):
+        other.receive_por("1", genuine)
+    result = other.receive_por("1", genuine, iccid=ICCID_A)
+    assert not result.matched and result.ok
+    assert (result.command.iccid, result.command.tar) == (ICCID_A, TAR)
+    assert result.command.counter == out.pending.counter
+    assert result.response is not None and result.response.last.sw == 0x9000
+    with pytest.raises(BadChecksum):
+        other.receive_por("1", genuine, iccid=ICCID_B)
+    forged = answer(sender, ICCID_A, out.packet, keys=card_keys(sender, ICCID_B))
+    with pytest.raises(BadChecksum):
+        other.receive_por("1", forged, iccid=ICCID_A)
+    tampered = bytearray(genuine)
+    tampered[-1] ^= 1
+    with pytest.raises(OtaError):
+        other.receive_por("1", bytes(tampered), iccid=ICCID_A)
+    # the sender still matches it to its own command, which it consumes
+    assert sender.receive_por("1", genuine, iccid=ICCID_A).matched
+    assert sender.pending == 0
