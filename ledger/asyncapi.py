@@ -293,6 +293,7 @@ class AsyncLedger:
         online_counter: int,
         key: str,
         channel: str = "stk",
+        credit: str | None = None,
     ) -> defer.Deferred[LoadView]:
         """:meth:`Ledger.reserve_load` through the committer."""
         return self._write(
@@ -304,6 +305,7 @@ class AsyncLedger:
             online_counter=online_counter,
             key=key,
             channel=channel,
+            credit=credit,
         )
 
     def post_load(self, load_id: str) -> defer.Deferred[LoadView]:

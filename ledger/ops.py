@@ -9,9 +9,9 @@ ids are assigned at flush).
 Idempotency keys are namespaced so that callers cannot collide with each other: business-hall
 requests ``req:{request_id}``, loads ``load:{key}`` (post ``…#post``, void ``…#void``),
 purchases ``pos:{iccid}:{offline_counter}``. The same key with the same request (same canonical
-request hash, which covers the operation and every argument) returns the first result; the
-same key with a different request is refused; a refused request stores nothing, so it may be
-retried.
+request hash, which covers the operation and every argument but a load's credit note) returns
+the first result; the same key with a different request is refused; a refused request stores
+nothing, so it may be retried.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ _ID_NUMBER: Final = re.compile(r"[0-9A-Za-z-]{4,32}")
 _CHANNEL: Final = re.compile(r"[a-z0-9_-]{1,16}")
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _TERMINAL: Final = re.compile(r"[\x20-\x7e]{0,64}")
+#: the longest credit note a load keeps (``loads.credit``)
+CREDIT_MAX: Final = 1024
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -96,6 +98,28 @@ def aware_of(value: object) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidRequest("a timezone-aware datetime is required")
     return value
+
+
+def credit_of(value: object) -> str | None:
+    """A load's credit note: None, or text of at most :data:`CREDIT_MAX` characters that both
+    backends can store (no NUL, valid Unicode: no lone surrogate)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > CREDIT_MAX:
+        raise InvalidRequest(
+            f"invalid credit note {_show(value)}: None or up to {CREDIT_MAX} characters"
+        )
+    if "\x00" in value or (not value.isascii() and not _encodable(value)):
+        raise InvalidRequest("invalid credit note: NUL or unpaired surrogate")
+    return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _show(value: object) -> str:
@@ -183,6 +207,7 @@ def load_view(load: LoadRow, state: str | None = None) -> LoadView:
         state=state or load.state,
         online_counter=load.online_counter,
         key=load.key,
+        credit=load.credit,
     )
 
 
@@ -525,8 +550,11 @@ def reserve_load(  # noqa: PLR0917 - the committer passes a job's arguments as a
     online_counter: int,
     key: str,
     channel: str,
+    credit: str | None = None,
 ) -> Thunk:
-    """Phase one of a top-up: cash account -> loads in flight, judging every top-up limit."""
+    """Phase one of a top-up: cash account -> loads in flight, judging every top-up limit.
+    ``credit`` (the caller's note of the CREDIT FOR LOAD it sends) is kept with the load; it
+    is not part of the request: a replay returns the first load's note."""
     msisdn, iccid = msisdn_of(msisdn), iccid_of(iccid)
     amount = check_amount(amount)
     card_balance = check_balance(card_balance)
@@ -534,6 +562,7 @@ def reserve_load(  # noqa: PLR0917 - the committer passes a job's arguments as a
     key = key_of(key, "load key")
     if not isinstance(channel, str) or not _CHANNEL.fullmatch(channel):
         raise InvalidRequest(f"invalid channel {_show(channel)}")
+    credit = credit_of(credit)
     rkey = f"load:{key}"
     rhash = request_hash(
         "reserve_load", msisdn, iccid, amount, card_balance, online_counter, channel
@@ -575,6 +604,7 @@ def reserve_load(  # noqa: PLR0917 - the committer passes a job's arguments as a
         day=today,
         created_at=tx.now,
         updated_at=tx.now,
+        credit=credit,
     )
     tx.post(
         "topup_reserve",

@@ -192,7 +192,7 @@ def hall_report(conn: Conn, hall: str, day: date, limits: Limits) -> HallReport:
 def pending_loads(conn: Conn, iccid: str | None) -> list[LoadView]:
     """Loads reserved or in doubt (optionally of one card), oldest first."""
     sql = (
-        "SELECT id, msisdn, iccid, amount, state, online_counter, key FROM loads "
+        "SELECT id, msisdn, iccid, amount, state, online_counter, key, credit FROM loads "
         "WHERE state IN ('reserved', 'in_doubt')"
     )
     params: tuple[Any, ...] = ()
@@ -200,7 +200,7 @@ def pending_loads(conn: Conn, iccid: str | None) -> list[LoadView]:
         sql += " AND iccid = ?"
         params = (iccid,)
     rows = conn.execute(sql + " ORDER BY created_at, id", params)
-    return [LoadView(r[0], r[1], r[2], int(r[3]), r[4], int(r[5]), r[6]) for r in rows]
+    return [LoadView(r[0], r[1], r[2], int(r[3]), r[4], int(r[5]), r[6], r[7]) for r in rows]
 
 
 def verify(conn: Conn) -> VerifyReport:

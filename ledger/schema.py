@@ -25,6 +25,11 @@ id)`` are dropped: every batch inserted into them at one place per account it to
 dirtied (and wrote to the WAL, then the database) one index page per account per commit and
 cost more than the rest of a transfer's storage. The journal's remaining indexes (the id, the
 unique key, the posting time) take appends.
+
+Version 3 (the load's credit note): ``loads.credit``, nullable text, the gateway's note of the
+CREDIT FOR LOAD it sent (what the card's TAC is verified against), written with the
+reservation, so a proof of receipt arriving after a restart or at another gateway instance
+can be checked. Rows of earlier versions have NULL.
 """
 
 from __future__ import annotations
@@ -263,6 +268,12 @@ MIGRATIONS: Final = (
             "DROP INDEX transfers_debit",
             "DROP INDEX transfers_credit",
         ),
+    ),
+    Migration(
+        3,
+        "the load's credit note (what a card's proof of receipt is verified against)",
+        sqlite=("ALTER TABLE loads ADD COLUMN credit TEXT",),
+        postgresql=("ALTER TABLE loads ADD COLUMN credit TEXT",),
     ),
 )
 

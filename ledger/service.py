@@ -132,11 +132,12 @@ def _reserve_load_job(
     online_counter: int,
     key: str,
     channel: str = "stk",
+    credit: str | None = None,
 ) -> Job:
     return Job(
         ops.reserve_load,
         _complete((f"load:{key}",), (), _msisdns(msisdn), _iccids(iccid), (), _IN_FLIGHT),
-        (msisdn, iccid, amount, card_balance, online_counter, key, channel),
+        (msisdn, iccid, amount, card_balance, online_counter, key, channel, credit),
     )
 
 
@@ -481,8 +482,11 @@ class Ledger:
         online_counter: int,
         key: str,
         channel: str = "stk",
+        credit: str | None = None,
     ) -> LoadView:
-        """Reserve a top-up: cash -> loads in flight, after every top-up limit."""
+        """Reserve a top-up: cash -> loads in flight, after every top-up limit. ``credit``
+        (the CREDIT FOR LOAD's note, up to 1024 characters) is stored with the load in the
+        same transaction; it is not part of the request: a replay returns the first note."""
         job = _reserve_load_job(
             msisdn,
             iccid,
@@ -491,6 +495,7 @@ class Ledger:
             online_counter=online_counter,
             key=key,
             channel=channel,
+            credit=credit,
         )
         return cast(LoadView, self._call(job))
 

@@ -119,6 +119,7 @@ class LoadRow:
     day: str
     created_at: Any  # a datetime for new rows, the stored value for rows read
     updated_at: Any
+    credit: str | None = None  # the caller's credit note (schema version 3), never changed
     new: bool = False
     dirty: bool = False
 
@@ -206,7 +207,7 @@ _R_COLS_U: Final = (
 _SQLITE_MAX_ID: Final = ("m", "FROM (SELECT COALESCE(MAX(id), 0) AS m FROM transfers)", ())
 _L_COLS: Final = (
     "id, key, wallet_id, msisdn, iccid, amount, state, online_counter, channel, day, "
-    "created_at, updated_at"
+    "created_at, updated_at, credit"
 )
 
 
@@ -409,6 +410,7 @@ class Tx:
             day=row[9],
             created_at=row[10],  # as stored: only new rows are written
             updated_at=row[11],  # replaced by a datetime whenever the row changes
+            credit=row[12],
         )
 
     def transfer_by_key(self, key: str) -> TransferRow | None:
@@ -958,7 +960,7 @@ class Tx:
             f"INSERT INTO loads ({_L_COLS})",
             ("text",) * 5
             + ("bigint", "text", "bigint", "text", "text")
-            + ("timestamptz", "timestamptz"),
+            + ("timestamptz", "timestamptz", "text"),
             [
                 (
                     ld.id,
@@ -973,6 +975,7 @@ class Tx:
                     ld.day,
                     ts(ld.created_at),
                     ts(ld.updated_at),
+                    ld.credit,
                 )
                 for ld in self._new["loads"]
             ],

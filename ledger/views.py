@@ -57,7 +57,8 @@ class TransferView:
 
 @dataclass(frozen=True, slots=True)
 class LoadView:
-    """A two-phase card top-up."""
+    """A two-phase card top-up; ``credit``: the caller's note of the CREDIT FOR LOAD it sent
+    (stored with the reservation, None if it gave none)."""
 
     id: str
     msisdn: str
@@ -66,6 +67,7 @@ class LoadView:
     state: str
     online_counter: int
     key: str
+    credit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
