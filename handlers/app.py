@@ -70,7 +70,7 @@ from ota.pboc import (
     verify_mac1_load,
     verify_tac_load,
 )
-from ota.platform import OtaPlatform, OutgoingCommand, PorResult
+from ota.platform import OtaPlatform, OutgoingCommand, PorResult, UnmatchedPor
 from ota.receiver import SecuredMoReceiver
 from smsc.reassembly import Message
 from smsc.udh import IEI_COMMAND_PACKET, IEI_RESPONSE_PACKET, InformationElement, build_udh
@@ -149,9 +149,20 @@ class AppConfig:
     max_notes: int = 100_000
 
 
+#: the version of a load's durable credit note (``loads.credit``)
+_CREDIT_VERSION: Final = 1
+#: ``ota_counter`` of a note read back from the ledger (the command's counter is not kept)
+NO_COUNTER: Final = -1
+
+
 @dataclass(frozen=True, slots=True)
 class LoadNote:
-    """What the platform sent for a reserved load: enough to check its TAC later."""
+    """What the platform sent for a reserved load: enough to check its TAC later.
+
+    It lives in this instance's memory and, but for the OTA counter, in the load's row
+    (``credit``, written in the reservation's transaction; :meth:`credit` and
+    :meth:`from_load`), so that a PoR reaching another gateway instance, or this one after a
+    restart, is checked as well."""
 
     load_id: str
     key: str
@@ -169,6 +180,46 @@ class LoadNote:
     #: built again for a load whose first CREDIT may have been sent: its failure proves
     #: nothing (the load is left in doubt, never voided)
     resent: bool = False
+
+    @staticmethod
+    def credit(
+        *, old_balance: int, terminal_id: bytes, date: dt.date, time: dt.time, lang: str
+    ) -> str:
+        """The durable part of a note, as stored with the reservation (compact JSON)."""
+        at = dt.datetime.combine(date, time).isoformat()
+        body = {"v": _CREDIT_VERSION, "ob": old_balance, "tid": terminal_id.hex(), "at": at}
+        return json.dumps({**body, "l": lang}, separators=(",", ":"))
+
+    @classmethod
+    def from_load(cls, load: LoadView, zone: dt.tzinfo) -> LoadNote | None:
+        """The note of a pending load read from the ledger (None: it has none, or one this
+        version cannot read); ``zone``: the time zone the CREDIT's date and time are in."""
+        if not load.credit:
+            return None
+        try:
+            data = json.loads(load.credit)
+            if data.get("v") != _CREDIT_VERSION:
+                return None
+            at = dt.datetime.fromisoformat(data["at"])
+            old_balance, lang = int(data["ob"]), str(data["l"])
+            terminal_id = bytes.fromhex(data["tid"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return cls(
+            load_id=load.id,
+            key=load.key,
+            msisdn=load.msisdn,
+            iccid=load.iccid,
+            amount=load.amount,
+            old_balance=old_balance,
+            online_counter=load.online_counter,
+            terminal_id=terminal_id,
+            date=at.date(),
+            time=at.time(),
+            lang=lang,
+            reserved_at=at.replace(tzinfo=zone),
+            ota_counter=NO_COUNTER,
+        )
 
 
 _PLAIN: Final[dict[str, tuple[str, str]]] = {
@@ -459,6 +510,17 @@ class WalletApp:
         if not mac1_ok:
             return reply("refused_bad_mac")
         pending_before = {v.key for v in pending}
+        # The CREDIT's date and time are chosen now and kept with the reservation, so that
+        # whichever instance gets the PoR can check its TAC.
+        local = self.clock().astimezone(self._zone).replace(microsecond=0)
+        date, time = local.date(), local.time().replace(tzinfo=None)
+        credit = LoadNote.credit(
+            old_balance=init.old_balance,
+            terminal_id=action.terminal_id,
+            date=date,
+            time=time,
+            lang=lang,
+        )
         try:
             load = self.ledger.reserve_load(
                 msisdn,
@@ -467,6 +529,7 @@ class WalletApp:
                 card_balance=init.old_balance,
                 online_counter=init.online_counter,
                 key=load_key,
+                credit=credit,
             )
         except Refused as refused:
             self._pin_succeeded(iccid, check)
@@ -484,8 +547,12 @@ class WalletApp:
             # Reserved, but this instance never built its CREDIT: the first handling failed
             # after the reserve (the SMSC redelivers the MO), or the gateway restarted. The
             # CREDIT is built again; the first may have been sent and applied, so a failure
-            # of this one proves nothing (in doubt, never void).
+            # of this one proves nothing (in doubt, never void). It carries the first one's
+            # date and time (the same MAC2, so the same TAC) when the ledger kept them.
             resend = True
+            first = LoadNote.from_load(load, self._zone)
+            if first is not None:
+                date, time = first.date, first.time
         elif load.id not in {v.id for v in self.ledger.pending_loads(iccid)}:
             return effects  # a replay of a load already settled
         return [
@@ -498,6 +565,8 @@ class WalletApp:
                 action=action,
                 lang=lang,
                 purse=purse,
+                date=date,
+                time=time,
                 resent=resend,
             ),
         ]
@@ -518,11 +587,11 @@ class WalletApp:
         action: wallet_mo.TopUp,
         lang: str,
         purse: PurseKeys,
+        date: dt.date,
+        time: dt.time,
         resent: bool = False,
     ) -> SendOta:
         now = self.clock()
-        local = now.astimezone(self._zone).replace(microsecond=0)
-        date, time = local.date(), local.time().replace(tzinfo=None)
         mac2 = mac2_load(
             purse.dlk,
             random=init.random,
@@ -611,12 +680,22 @@ class WalletApp:
     def _on_por(self, msg: Message) -> list[Effect]:
         user_data = build_udh((InformationElement(IEI_RESPONSE_PACKET),)) + msg.payload
         try:
-            por = self.platform.receive_por(msg.source, user_data)
+            try:
+                por = self.platform.receive_por(msg.source, user_data)
+            except UnmatchedPor:
+                # Sent before a restart, or by another instance: checked with the keys of
+                # the card the sender's wallet holds.
+                iccid = self._card_of(msg.source)
+                if iccid is None:
+                    raise
+                por = self.platform.receive_por(msg.source, user_data, iccid=iccid)
         except OtaError as exc:
             log.info("PoR from %s refused: %s", msg.source, exc)
             return []
         note = self._note_for(por.command.msisdn, por.command.counter)
         if note is None:
+            if por.command.tar == wallet_mo.WALLET_TAR:
+                return self._por_of_load(por)
             return self._other_por(por)  # a calibration update, an operator's push
         load_id = note.load_id
         tac = self._tac_of(por)
@@ -642,6 +721,33 @@ class WalletApp:
             log.warning("load %s: the card ran CREDIT but gave no TAC; left in doubt", load_id)
             self._mark_in_doubt(load_id)
         return []  # "more time" and the like: the load stays reserved
+
+    def _card_of(self, msisdn: str) -> str | None:
+        """The ICCID of the active card of ``msisdn``'s wallet (None: no such card)."""
+        try:
+            wallet = self.ledger.wallet(msisdn)
+        except UnknownSubscriber:
+            return None
+        return wallet.card_iccid if wallet.card_state == "active" else None
+
+    def _por_of_load(self, por: PorResult) -> list[Effect]:
+        """A wallet PoR this instance holds no note for: the load whose durable note its TAC
+        verifies is posted. Anything else (no TAC, no such load) waits for the card's next
+        contact, which settles the load by its online counter."""
+        tac = self._tac_of(por)
+        if tac is None:
+            log.info(
+                "PoR from card %s without a TAC for a load sent elsewhere; settled at its "
+                "next contact",
+                por.command.iccid,
+            )
+            return []
+        for load in self.ledger.pending_loads(por.command.iccid):
+            note = LoadNote.from_load(load, self._zone)
+            if note is not None and self._tac_ok(note, tac):
+                return self._post(note.msisdn, note.lang, note)
+        log.warning("PoR from card %s: its TAC verifies no pending load", por.command.iccid)
+        return []
 
     @staticmethod
     def _tac_of(por: PorResult) -> bytes | None:
@@ -732,7 +838,7 @@ class WalletApp:
         for load in pending:
             if load.key == own_key:
                 continue  # this very MO's load (a redelivery): not settled by itself
-            note = self._notes.get(load.id)
+            note = self._notes.get(load.id) or LoadNote.from_load(load, self._zone)
             lang_of = note.lang if note is not None else lang
             if now_counter > load.online_counter:
                 tac = (
@@ -757,15 +863,17 @@ class WalletApp:
 
     def sweep(self, now: dt.datetime) -> list[str]:
         """Mark in doubt the loads reserved more than ``in_doubt_after`` seconds before ``now``
-        whose PoR never came (and loads this instance never sent, from the second sweep that
-        finds them). Posts and voids nothing. Returns the load ids marked."""
+        whose PoR never came, judged by this instance's note or the one kept with the load
+        (and loads with neither, from the second sweep that finds them). Posts and voids
+        nothing. Returns the load ids marked."""
         limit = now - dt.timedelta(seconds=self.config.in_doubt_after)
         marked: list[str] = []
         unknown: set[str] = set()
         for load in self.ledger.pending_loads():
             if load.state != "reserved":
                 continue
-            note = self._notes.get(load.id)
+            # this instance's note, else the one kept with the load (another instance's)
+            note = self._notes.get(load.id) or LoadNote.from_load(load, self._zone)
             if note is None:
                 if load.id in self._unknown_seen:
                     self._mark_in_doubt(load.id)

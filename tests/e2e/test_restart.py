@@ -6,10 +6,11 @@ process hosts the SMSC simulator and the phones behind it on the reactor (confte
 Two top-ups are left half done: phone A's card loaded but its PoR is held back in the network;
 phone B's CREDIT FOR LOAD is held back, so its card never loads. Both reserves are committed
 (``stkpay ledger in-doubt`` lists them, the cash is in flight). The gateway is SIGKILLed and
-started again on the same stores (it has no note of either load). A's PoR then arrives (no
-longer matched: dropped) and A's next contact, a balance query whose online counter is past
-the load's, posts it exactly once; B's next top-up shows its counter never moved, so B's load
-is voided and the new top-up done. Then ``stkpay ledger verify`` exits 0, nothing is pending,
+started again on the same stores (it has no note of either load in memory, no pending OTA
+command). A's PoR then arrives: verified with A's card keys, its TAC with the note stored with
+the reservation, it posts A's load at once, and A's next contact (a balance query) posts
+nothing more; B's next top-up shows its counter never moved, so B's load is voided and the new
+top-up done. Then ``stkpay ledger verify`` exits 0, nothing is pending,
 every wallet adds up, the purses equal the card mirrors, and SIGTERM ends the gateway with 0.
 """
 
@@ -255,6 +256,8 @@ async def test_gateway_killed_between_reserve_and_post(site: Site) -> None:
     await site.serve()
     for mo in late_por:
         net.submit(mo)
+    await until(lambda: len(site.sms(FIRST)) >= 1, WAIT, "A's confirmation, from its late PoR")
+    assert site.ledger.wallet(FIRST).card_balance == 10_000
     site.act(FIRST, lambda p: p.select(BALANCE))
     await until(lambda: len(site.sms(FIRST)) >= 2, WAIT, "A's confirmation and balance")
     assert site.sms(FIRST) == [

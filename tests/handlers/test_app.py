@@ -5,11 +5,13 @@ tmp_path is verified after every scenario."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -538,6 +540,102 @@ def test_resent_credit_that_fails_leaves_the_load_in_doubt_not_voided(rig: Rig) 
         render("balance", "zh", card_balance=10_000, cash_balance=190_000),
     ]
     assert rig.ledger.pending_loads() == []
+
+
+def _other_instance(rig: Rig) -> None:
+    """Hand what follows to another gateway instance: its own OTA platform (no pending
+    command), reply cache, MO counter history and app (no load note); the same databases."""
+    rig.platform = OtaPlatform(rig.keystore, rig.counters, clock=rig.clock.seconds)
+    rig.state = MemoryState(clock=rig.clock.seconds)
+    rig.receiver = SecuredMoReceiver(rig.keystore, MemoryHistory(), tars=[wallet_mo.PLATFORM_TAR])
+    rig.app = rig.make_app()
+
+
+def _por_for(rig: Rig, msisdn: str, ota: Effect) -> Message:
+    """The card runs the OTA command; its PoR, taken from the phone's outbox (not sent)."""
+    assert isinstance(ota, SendOta)
+    phone = rig.phone(msisdn)
+    phone.deliver(
+        ota.outgoing.user_data,
+        source="10658888",
+        protocol_id=TP_PID_SIM_DATA_DOWNLOAD,
+        data_coding=DCS_CLASS2_8BIT,
+    )
+    (out,) = phone.outbox()
+    assert out.action is None
+    return to_message(msisdn, out)
+
+
+def test_por_at_another_instance_is_checked_with_the_note_kept_with_the_load(rig: Rig) -> None:
+    """The SMSC hands the PoR to another gateway instance (or the gateway restarted between
+    the CREDIT and its PoR): the PoR is verified with the card's keys, its TAC with the note
+    the reservation stored, and the load is posted at once, not at the card's next contact.
+    The PoR sent in another subscriber's name is refused; replayed later, it posts nothing."""
+    msisdn, other = rig.msisdn(0), rig.msisdn(1)
+    rig.open(msisdn)
+    rig.open(other)
+    (ota,) = rig.app.on_message(_topup_mo(rig, msisdn, 100))
+    (load,) = rig.ledger.pending_loads()
+    assert load.credit is not None and rig.ledger.wallet(msisdn).in_flight == 10_000
+    por = _por_for(rig, msisdn, ota)
+    _other_instance(rig)
+    journal = rig.journal()
+    assert rig.deliver(dataclasses.replace(por, source=other)) == []
+    assert rig.journal() == journal
+    assert rig.deliver(por) == [
+        SendSms(
+            msisdn,
+            render("topup_ok", "zh", amount=10_000, card_balance=10_000, cash_balance=190_000),
+        )
+    ]
+    assert rig.ledger.pending_loads() == []
+    assert rig.phone(msisdn).applet.purse.balance == rig.ledger.wallet(msisdn).card_balance
+    journal = rig.journal()
+    _other_instance(rig)
+    assert rig.deliver(por) == []
+    assert rig.journal() == journal
+
+
+def test_credit_built_again_elsewhere_keeps_the_first_date_and_time(rig: Rig) -> None:
+    """The first CREDIT is lost; the SMSC redelivers the top-up MO to another instance a
+    minute and a half later. The CREDIT it builds carries the stored date and time (so the
+    same MAC2, and the same TAC whichever of the two the card applies), and the PoR, handed
+    to a third instance, posts the load."""
+    msisdn = rig.msisdn()
+    rig.open(msisdn)
+    message = _topup_mo(rig, msisdn, 100)
+    (first,) = rig.app.on_message(message)
+    assert isinstance(first, SendOta)
+    rig.clock.advance(90)
+    _other_instance(rig)
+    (again,) = rig.app.on_message(message)
+    assert isinstance(again, SendOta)
+    (note,) = rig.app._notes.values()
+    assert note.resent and note.reserved_at == rig.clock.now
+    local = (rig.clock.now - dt.timedelta(seconds=90)).astimezone(ZoneInfo("Asia/Shanghai"))
+    assert (note.date, note.time) == (local.date(), local.time().replace(tzinfo=None))
+    por = _por_for(rig, msisdn, again)
+    _other_instance(rig)
+    rig.deliver(por)
+    assert rig.inbox(msisdn) == [
+        render("topup_ok", "zh", amount=10_000, card_balance=10_000, cash_balance=190_000)
+    ]
+    assert rig.ledger.pending_loads() == []
+
+
+def test_another_instances_sweep_judges_a_load_by_its_stored_note(rig: Rig) -> None:
+    """An instance that did not send the CREDIT sweeps a load by the time its note was
+    stored: a fresh load is left alone however often it sweeps; an old one is in doubt."""
+    msisdn = rig.msisdn()
+    rig.open(msisdn)
+    rig.app.on_message(_topup_mo(rig, msisdn, 100))
+    (load,) = rig.ledger.pending_loads()
+    _other_instance(rig)
+    for _ in range(3):
+        rig.clock.advance(30)
+        assert rig.app.sweep(rig.clock.now) == []
+    rig.clock.advance(300)
+    assert rig.app.sweep(rig.clock.now) == [load.id]
 
 
 def test_mt_lost_card_never_loaded_is_voided(rig: Rig) -> None:
