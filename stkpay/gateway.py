@@ -15,7 +15,9 @@ MO flow (docs/architecture.md, "State and scale"): the ESME hands a reassembled 
 :meth:`GatewayService.on_message`, which runs ``WalletApp.on_message`` on one of the
 gateway's ``[gateway] workers`` threads, chosen by the sender's MSISDN (a subscriber's MO are
 handled one at a time, in arrival order; other subscribers' beside them, their ledger writes
-sharing durable commits through the group committer), and carries the effects out:
+sharing durable commits through the group committer). The workers are plain threads of the
+gateway's own (:class:`_Workers`): their results come back to the reactor thread in batches,
+one wake-up for all that finished meanwhile. The reactor then carries the effects out:
 ``SendSms`` as a text MT, ``SendOta`` as SMS-PP data download (TP-PID 0x7F, DCS 0xF6, 3GPP
 TS 31.115 §4). The Deferred given back to the ESME fires only once the
 app has returned (the MO is durably accepted), so the deliver_sm_resp follows; if the app
@@ -35,7 +37,9 @@ import contextlib
 import datetime as dt
 import json
 import os
+import queue
 import secrets
+import threading
 import zlib
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -50,7 +54,6 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -143,6 +146,112 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+#: Hands a finished call's outcome on, on the reactor thread: (Deferred, ok, result or Failure).
+_Then = Callable[[Deferred[Any], bool, Any], None]
+#: A worker's job: the call, its one argument, its Deferred, what to do with the outcome.
+_Job = tuple[Callable[[Any], Any], Any, Deferred[Any], _Then]
+
+
+def _fire(d: Deferred[Any], ok: bool, outcome: Any) -> None:
+    if ok:
+        d.callback(outcome)
+    else:
+        d.errback(outcome)
+
+
+class _Workers:
+    """The gateway's app threads: plain threads, each running the calls of its own queue one
+    at a time in arrival order (so a subscriber's MO, always given to the same thread, are
+    handled in order). A finished call's outcome (its result, or a :class:`Failure` with the
+    traceback) goes to one list shared by all threads; a thread wakes the reactor
+    (``callFromThread``) only when it found that list empty, and the reactor thread takes the
+    whole list at once: one wake-up per batch, not per call."""
+
+    def __init__(self, reactor: Any, count: int, name: str) -> None:
+        self._reactor = reactor
+        self._name = name
+        self._queues: list[queue.SimpleQueue[_Job | None]] = [
+            queue.SimpleQueue() for _ in range(max(1, count))
+        ]
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._done: list[tuple[_Then, Deferred[Any], bool, Any]] = []
+        #: The Deferreds of the calls given and not yet handed on (what a stop waits for).
+        self.busy: set[Deferred[Any]] = set()
+
+    def __repr__(self) -> str:
+        return f"_Workers({len(self._queues)}, busy={len(self.busy)})"
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+    def index(self, subscriber: str) -> int:
+        """The worker of ``subscriber`` (an MSISDN): always the same one."""
+        return zlib.crc32(subscriber.encode()) % len(self._queues)
+
+    def call(self, index: int, fn: Callable[[Any], Any], arg: Any, then: _Then = _fire) -> Any:
+        """Run ``fn(arg)`` on worker ``index``, after the calls given to it before; ``then``
+        gets the outcome on the reactor thread (default: fire the returned Deferred)."""
+        d: Deferred[Any] = Deferred()
+        self.busy.add(d)
+        self._queues[index].put((fn, arg, d, then))
+        return d
+
+    def start(self) -> None:
+        """Start the threads (calls given before are run then)."""
+        if self._threads:
+            return
+        for i, jobs in enumerate(self._queues):
+            thread = threading.Thread(
+                target=self._run, args=(jobs,), name=f"{self._name}-{i}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Each thread finishes the calls given before this, then ends; they are joined (as
+        Twisted's ``ThreadPool.stop``)."""
+        threads, self._threads = self._threads, []
+        if not threads:
+            return
+        for jobs in self._queues:
+            jobs.put(None)
+        for thread in threads:
+            thread.join()
+
+    def _run(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        get = jobs.get
+        lock = self._lock
+        wake = self._reactor.callFromThread
+        deliver = self._deliver
+        while (job := get()) is not None:
+            fn, arg, d, then = job
+            ok = True
+            try:
+                outcome = fn(arg)
+            except BaseException:  # as Twisted's thread pools: a Failure, the thread lives on
+                outcome = Failure()  # type: ignore[no-untyped-call]
+                ok = False
+            with lock:
+                done = self._done
+                done.append((then, d, ok, outcome))
+                first = len(done) == 1
+            if first:
+                wake(deliver)
+            del job, fn, arg, d, outcome, done  # hold nothing while waiting for the next job
+
+    def _deliver(self) -> None:
+        with self._lock:
+            done, self._done = self._done, []
+        busy = self.busy
+        for then, d, ok, outcome in done:
+            busy.discard(d)
+            try:
+                then(d, ok, outcome)
+            except Exception:
+                log.failure("handing a worker's outcome on failed")
+
+
 class _Health(Resource):
     """``GET /healthz``."""
 
@@ -203,14 +312,11 @@ class GatewayService(MultiService):
             drain_timeout=grace / 2,
         )
         self.addService(self.esme)  # type: ignore[no-untyped-call]
-        # One single-thread pool per worker; a subscriber's MO always go to the same worker,
-        # so they are handled in arrival order (a PoR after the top-up it answers) while
-        # other subscribers' MO run beside them and their commits are grouped.
-        self._pools = [
-            ThreadPool(minthreads=1, maxthreads=1, name=f"stkpay-gateway-app-{i}")
-            for i in range(max(1, config.gateway.workers))
-        ]
-        self._busy: set[Deferred[Any]] = set()  # app calls in progress
+        # One thread per worker; a subscriber's MO always go to the same worker, so they are
+        # handled in arrival order (a PoR after the top-up it answers) while other
+        # subscribers' MO run beside them and their commits are grouped.
+        self._workers = _Workers(reactor, config.gateway.workers, "stkpay-gateway-app")
+        self._busy = self._workers.busy  # app calls in progress
         self._sends: set[Deferred[SendResult]] = set()  # replies not yet answered by the SMSC
         self._sweep = LoopingCall(self._sweep_once)
         self._sweep.clock = reactor
@@ -226,37 +332,37 @@ class GatewayService(MultiService):
 
     # -- the MO flow ------------------------------------------------------------------------
 
-    def _worker(self, subscriber: str) -> ThreadPool:
-        return self._pools[zlib.crc32(subscriber.encode()) % len(self._pools)]
-
-    def _in_pool(self, pool: ThreadPool, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = deferToThreadPool(self.reactor, pool, fn, *args)
-        self._busy.add(d)
-
-        def done(result: object) -> object:
-            self._busy.discard(d)
-            return result
-
-        return d.addBoth(done)
-
     def on_message(self, message: Message) -> Deferred[None]:
         """The ESME's ``on_message``: fires once the app has returned and its effects are
         queued (durably accepted); fails (ESME_RX_T_APPN) while stopping or when it raised."""
         if self.stopping:
             self.mo_refused += 1
             return defer.fail(GatewayStopping("the gateway is stopping; MO not taken"))
-        d = self._in_pool(self._worker(message.source), self.app.on_message, message)
+        workers = self._workers
+        d: Deferred[None] = workers.call(
+            workers.index(message.source), self.app.on_message, message, self._carry_out
+        )
+        return d
 
-        def carry_out(effects: list[Effect]) -> None:
-            self.mo_accepted += 1
-            for effect in effects:
-                self._send(effect)
-
-        def failed(reason: Failure) -> Failure:
+    def _carry_out(self, d: Deferred[None], ok: bool, outcome: Any) -> None:
+        """On the reactor thread, once the app returned: its effects sent, then ``d`` fired
+        (or failed with the app's Failure). Cancelled meanwhile (a stop's grace period
+        spent): the ESME answered ESME_RX_T_APPN already, the effects are dropped."""
+        if d.called:
             self.mo_refused += 1
-            return reason
-
-        return d.addCallbacks(carry_out, failed)
+            return
+        if not ok:
+            self.mo_refused += 1
+            d.errback(outcome)
+            return
+        self.mo_accepted += 1
+        try:
+            for effect in outcome:
+                self._send(effect)
+        except Exception:
+            d.errback()
+            return
+        d.callback(None)
 
     def _send(self, effect: Effect) -> None:
         if isinstance(effect, SendSms):
@@ -271,30 +377,28 @@ class GatewayService(MultiService):
                 data_coding=DCS_CLASS2_8BIT,
             )
             what = "OTA"
-        to = msg.destination
         d = self.esme.send(msg)
         self._sends.add(d)
+        d.addBoth(self._sent, d, what, msg.destination)
 
-        def done(result: SendResult) -> None:
-            self._sends.discard(d)
-            if not result.ok:
-                log.warn(
-                    "{what} to {to} not accepted by the SMSC: status 0x{status:08X}",
-                    what=what,
-                    to=to,
-                    status=result.status,
-                )
-
-        def failed(reason: Failure) -> None:
-            self._sends.discard(d)
+    def _sent(
+        self, result: SendResult | Failure, d: Deferred[SendResult], what: str, to: str
+    ) -> None:
+        self._sends.discard(d)
+        if isinstance(result, Failure):
             log.warn(
                 "{what} to {to} not sent: {error}",
                 what=what,
                 to=to,
-                error=reason.getErrorMessage(),
+                error=result.getErrorMessage(),
             )
-
-        d.addCallbacks(done, failed)
+        elif not result.ok:
+            log.warn(
+                "{what} to {to} not accepted by the SMSC: status 0x{status:08X}",
+                what=what,
+                to=to,
+                status=result.status,
+            )
 
     def _sweep_once(self) -> Deferred[None]:
         def marked(ids: list[str]) -> None:
@@ -304,8 +408,8 @@ class GatewayService(MultiService):
         def failed(reason: Failure) -> None:
             log.warn("sweep failed: {error}", error=reason.getErrorMessage())
 
-        now = self.clock()
-        return self._in_pool(self._pools[0], self.app.sweep, now).addCallbacks(marked, failed)
+        d: Deferred[list[str]] = self._workers.call(0, self.app.sweep, self.clock())
+        return d.addCallbacks(marked, failed)
 
     # -- health -----------------------------------------------------------------------------
 
@@ -392,8 +496,7 @@ class GatewayService(MultiService):
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
         self.stopping = False
-        for pool in self._pools:
-            pool.start()
+        self._workers.start()
         super().startService()  # type: ignore[no-untyped-call]
         self._listen_health()
         self._sweep.start(self.config.gateway.sweep_interval, now=False).addErrback(
@@ -424,8 +527,7 @@ class GatewayService(MultiService):
         if self._health_port is not None:
             port, self._health_port = self._health_port, None
             await self._settle([defer.maybeDeferred(port.stopListening)], 1.0)
-        for pool in self._pools:
-            pool.stop()
+        self._workers.stop()
         for close in self._closers:
             try:
                 close()

@@ -5,14 +5,18 @@ tmp_path, and the gateway on the real reactor.
 Pinned: a phone's STK top-up goes MO -> gateway -> CREDIT FOR LOAD by OTA -> PoR -> post ->
 confirmation SMS, and the balance query is answered; GET /healthz is 200 "ready" while bound,
 503 naming the unbound SMSC when the simulator is gone; an MO while stopping is refused
-(ESME_RX_T_APPN path) and an MO the app cannot take (database down) fails the ESME's Deferred;
-stopService drains and unbinds; startup refuses a missing key file or pepper in one line.
+(ESME_RX_T_APPN path) and an MO the app cannot take (database down) fails the ESME's Deferred,
+is answered ESME_RX_T_APPN on the wire with its traceback logged, and is redelivered; a
+subscriber's MO are handled one at a time in arrival order while other workers' run beside;
+stopService finishes the MO in hand, drains and unbinds; startup refuses a missing key file or
+pepper in one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -21,8 +25,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, threads
+from twisted.internet import defer, reactor, threads
+from twisted.logger import globalLogPublisher
 
+from handlers.app import SendSms
 from handlers.pins import Pepper, SqlPinStore
 from ledger.service import Ledger
 from ota.errors import CounterTooLow
@@ -194,7 +200,7 @@ async def test_concurrent_topups_on_several_workers(tmp_path: Path) -> None:
     r = Rig(tmp_path, count=12)
     try:
         await r.start()
-        assert r.gateway is not None and len(r.gateway._pools) == 4
+        assert r.gateway is not None and len(r.gateway._workers) == 4
         phones = [e.phone.msisdn for e in r.fleet]
         for round_ in (1, 2):
             for msisdn in phones:
@@ -255,7 +261,7 @@ async def test_mo_refused_when_the_app_fails_or_the_gateway_stops(rig: Rig) -> N
     once while stopping; it succeeds only after the app returned."""
     gw = rig.gateway
     assert gw is not None
-    msg = Message(FIRST, "10658888", 0x00, 0, 0, b"BAL", (), 1)
+    msg = mo(FIRST)
     await gw.on_message(msg)  # accepted: the app returned
     accepted = gw.mo_accepted
 
@@ -270,6 +276,128 @@ async def test_mo_refused_when_the_app_fails_or_the_gateway_stops(rig: Rig) -> N
         await gw.on_message(msg)
     gw.stopping = False
     assert gw.mo_accepted == accepted and gw.mo_refused == 2
+
+
+def mo(source: str, payload: bytes = b"BAL") -> Message:
+    """A one-part text MO from ``source`` to the gateway's short code."""
+    return Message(source, "10658888", 0x00, 0, 0, payload, (), 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_mo_of_a_subscriber_in_order_others_beside_them(rig: Rig) -> None:
+    """Twenty MO from each of forty subscribers given at once: a subscriber's MO reach the
+    app one at a time in arrival order and their ESME Deferreds fire in that order, while a
+    subscriber on another worker is served to the end beside one whose first MO is held."""
+    gw = rig.gateway
+    assert gw is not None
+    workers = gw._workers
+    subscribers = [f"86139{n:08d}" for n in range(40)]
+    held = subscribers[0]
+    free = next(s for s in subscribers if workers.index(s) != workers.index(held))
+    release = threading.Event()
+    lock = threading.Lock()
+    running: set[str] = set()
+    overlaps: list[str] = []
+    seen: dict[str, list[int]] = {s: [] for s in subscribers}
+
+    def app(message: Message) -> list[Any]:
+        source, n = message.source, int(message.payload)
+        with lock:
+            if source in running:
+                overlaps.append(source)
+            running.add(source)
+        if source == held and n == 0:
+            assert release.wait(10)
+        with lock:
+            running.discard(source)
+            seen[source].append(n)
+        return []
+
+    gw.app.on_message = app  # type: ignore[method-assign]
+    accepted = gw.mo_accepted
+    fired: dict[str, list[int]] = {s: [] for s in subscribers}
+    waits = []
+    for n in range(20):
+        for source in subscribers:
+            d = gw.on_message(mo(source, str(n).encode()))
+            d.addCallback(lambda _, s=source, n=n: fired[s].append(n))
+            waits.append(d)
+    try:
+        await until(lambda: len(fired[free]) == 20, 10, "the other worker's subscriber")
+        assert seen[held] == [] and fired[held] == []
+    finally:
+        release.set()
+    await defer.gatherResults(waits)
+    expected = list(range(20))
+    assert all(seen[s] == expected and fired[s] == expected for s in subscribers)
+    assert overlaps == []
+    assert gw.mo_accepted == accepted + 20 * len(subscribers)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_raising_app_is_answered_esme_rx_t_appn_then_redelivered(rig: Rig) -> None:
+    """An MO whose app call raises is answered ESME_RX_T_APPN on the wire (a temporary error:
+    the simulator redelivers it), the ESME logs the app's traceback; once the app takes MO
+    again the redelivery is accepted."""
+    gw, sim = rig.gateway, rig.sim
+    assert gw is not None and sim is not None
+
+    def broken(message: Message) -> list[Any]:
+        raise RuntimeError("database down")
+
+    def totals() -> dict[str, int]:
+        return sim.simulator.stats()["totals"]  # type: ignore[no-any-return]
+
+    failed, redelivered = totals()["deliver_sm_failed"], totals()["redeliveries"]
+    accepted, refused = gw.mo_accepted, gw.mo_refused
+    events: list[dict[str, Any]] = []
+    gw.app.on_message = broken  # type: ignore[method-assign]
+    globalLogPublisher.addObserver(events.append)
+    try:
+        sim.simulator.submit_mo(FIRST, "10658888", text="BAL")
+        await until(lambda: totals()["deliver_sm_failed"] > failed, 10, "the refusal")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert totals()["redeliveries"] > redelivered  # ESME_RX_T_APPN: retried (SMPP 3.4 §5.1.3)
+    assert gw.mo_refused == refused + 1 and gw.mo_accepted == accepted
+    logged = [e["log_failure"] for e in events if "log_failure" in e]
+    assert any(f.check(RuntimeError) and "broken" in f.getTraceback() for f in logged)
+    del gw.app.on_message  # the app's own again
+    await until(lambda: gw.mo_accepted > accepted, 10, "the redelivery accepted")
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_finishes_the_mo_in_hand(rig: Rig) -> None:
+    """stopService while the app handles an MO: new MO are refused at once, the stop waits
+    for the one in hand, whose Deferred then succeeds and whose reply reaches the phone
+    before the unbind; the worker threads are gone afterwards."""
+    gw = rig.gateway
+    assert gw is not None
+    in_app, release = threading.Event(), threading.Event()
+
+    def slow(message: Message) -> list[Any]:
+        in_app.set()
+        assert release.wait(10)
+        return [SendSms(FIRST, "drained")]
+
+    gw.app.on_message = slow  # type: ignore[method-assign]
+    outcome: list[object] = []
+    gw.on_message(mo(FIRST)).addBoth(outcome.append)
+    await until(in_app.is_set, 5, "the MO in the app")
+    stopped = gw.stopService()
+    try:
+        assert not stopped.called
+        with pytest.raises(GatewayStopping):
+            await gw.on_message(mo(FIRST))
+        assert outcome == []
+    finally:
+        release.set()
+    await stopped
+    assert outcome == [None] and gw.mo_accepted == 1 and gw.mo_refused == 1
+    assert not gw.esme.bound
+    await until(lambda: "drained" in rig.sms(FIRST), 5, "the reply sent before the unbind")
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("stkpay-gateway-app")]
+    assert alive == []
 
 
 @pytest_twisted.ensureDeferred
