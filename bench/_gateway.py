@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import heapq
+import itertools
 import math
 import os
 import secrets
@@ -342,27 +344,33 @@ class ObservedNetwork(InProcessNetwork):
     def __init__(self, fleet: Fleet, *, on_mt: MtHook, **kwargs: Any) -> None:
         super().__init__(fleet, **kwargs)
         self.on_mt = on_mt
+        self._observed: dict[str, _Observed] = {}
 
     def handset(self, msisdn: str) -> Handset | None:
+        observed = self._observed.get(msisdn)
+        if observed is not None:
+            return observed
         inner = super().handset(msisdn)
         if inner is None or msisdn not in self.fleet.phones:
             return inner
-        return _Observed(self, msisdn, inner)
+        observed = self._observed[msisdn] = _Observed(self, msisdn, inner)
+        return observed
 
 
 class _Observed:
-    """A fleet phone's handset that reports an MT to the network's hook."""
+    """A fleet phone's handset that reports an MT to the network's hook (one per phone)."""
 
-    __slots__ = ("_inner", "_msisdn", "_network")
+    __slots__ = ("_inbox", "_inner", "_msisdn", "_network")
 
     def __init__(self, network: ObservedNetwork, msisdn: str, inner: Handset) -> None:
         self._network = network
         self._msisdn = msisdn
         self._inner = inner
+        self._inbox = network.fleet.phones[msisdn].phone.inbox
 
     def deliver(self, message: MtMessage) -> bool:
         now = time.perf_counter()
-        inbox = self._network.fleet.phones[self._msisdn].phone.inbox
+        inbox = self._inbox
         before = inbox[-1] if inbox else None
         ok = self._inner.deliver(message)
         after = inbox[-1] if inbox else None
@@ -494,23 +502,56 @@ async def sleep(reactor: Any, seconds: float) -> None:
     await task.deferLater(reactor, max(0.0, seconds), lambda: None)
 
 
+#: How often flow timeouts are checked (seconds).
+_SWEEP_S: Final = 0.1
+
+
+class _Timeouts:
+    """The deadlines of the flows on one reactor: a heap swept every :data:`_SWEEP_S` s that
+    cancels each flow still pending past its deadline. A reactor timer per flow cost a
+    DelayedCall, its heap entry and its cancellation for every flow, on the bench's CPU."""
+
+    __slots__ = ("_call", "_heap", "_seq", "reactor")
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self._heap: list[tuple[float, int, defer.Deferred[Any]]] = []
+        self._seq = itertools.count()
+        self._call: Any = None
+
+    def add(self, d: defer.Deferred[Any], timeout: float) -> None:
+        """Cancel ``d`` if it has not fired ``timeout`` s from now (at most a sweep late)."""
+        heapq.heappush(self._heap, (self.reactor.seconds() + timeout, next(self._seq), d))
+        if self._call is None:
+            self._call = self.reactor.callLater(_SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self._call = None
+        heap = self._heap
+        now = self.reactor.seconds()
+        while heap and heap[0][0] <= now:
+            d = heapq.heappop(heap)[2]
+            if not d.called:
+                d.cancel()
+        if heap:
+            self._call = self.reactor.callLater(_SWEEP_S, self._sweep)
+
+
+#: One :class:`_Timeouts` per reactor (by id; each holds its reactor).
+_TIMEOUTS: dict[int, _Timeouts] = {}
+
+
+def _none(_failure: object) -> None:
+    return None
+
+
 def _timed(reactor: Any, d: defer.Deferred[Done], timeout: float) -> defer.Deferred[Done | None]:
-    """``d``, or None when it does not fire within ``timeout``."""
-    out: defer.Deferred[Done | None] = defer.Deferred()
-    timer = reactor.callLater(timeout, d.cancel)
-
-    def fired(done: Done) -> None:
-        if timer.active():
-            timer.cancel()
-        out.callback(done)
-
-    def failed(_f: Any) -> None:
-        if timer.active():
-            timer.cancel()
-        out.callback(None)
-
-    d.addCallbacks(fired, failed)
-    return out
+    """``d``, or None when it does not fire within ``timeout`` (it is cancelled then)."""
+    timeouts = _TIMEOUTS.get(id(reactor))
+    if timeouts is None or timeouts.reactor is not reactor:
+        timeouts = _TIMEOUTS[id(reactor)] = _Timeouts(reactor)
+    timeouts.add(d, timeout)
+    return d.addErrback(_none)
 
 
 async def open_loop(

@@ -62,6 +62,10 @@ _CONTINUE_SW1: Final = frozenset({0x90, 0x91, 0x92, 0x61})
 _MAX_POR: Final = 140 - 3
 
 
+#: The integrity mechanisms of an SPI, weakest first (TS 102 225 §5.1.1).
+_STRENGTH: Final = {Integrity.NONE: 0, Integrity.RC: 1, Integrity.CC: 2, Integrity.DS: 3}
+
+
 @dataclass(frozen=True, slots=True)
 class MinimumSecurity:
     """The minimum security level an application demands of a command packet (the MSL of
@@ -73,7 +77,7 @@ class MinimumSecurity:
 
     def met_by(self, spi: Spi) -> bool:
         """True when ``spi`` gives at least this level."""
-        strength = {Integrity.NONE: 0, Integrity.RC: 1, Integrity.CC: 2, Integrity.DS: 3}
+        strength = _STRENGTH
         return (
             strength[spi.integrity] >= strength[self.integrity]
             and (spi.ciphered or not self.ciphered)

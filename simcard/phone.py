@@ -136,10 +136,31 @@ def _menu_screen(command: SetUpMenu | SelectItem, kind: str) -> Screen:
 
 
 @functools.lru_cache(maxsize=512)
-def _fetched(command: SetUpMenu | SelectItem | GetInput | DisplayText) -> object:
+def _coded(command: SetUpMenu | SelectItem | GetInput | DisplayText) -> object:
     """The command encoded (TS 102 223 §6.6) and decoded back, as a handset FETCHes it: the
     menu's commands are the same for every phone of a fleet, so each is coded once."""
     return decode_proactive_command(command.encode())
+
+
+#: The cache size of the identity caches below (a fleet's menu has a few dozen commands).
+_BY_IDENTITY: Final = 512
+#: id(command) -> (command, what the phone decodes). The menu and the applet hand out the
+#: same command objects every session (:mod:`stk_menus.menu` builds each once), so most
+#: look-ups hit by identity without hashing the command; the entry holds the command, so
+#: its id cannot be reused while it is cached.
+_FETCHED: dict[int, tuple[object, object]] = {}
+
+
+def _fetched(command: SetUpMenu | SelectItem | GetInput | DisplayText) -> object:
+    """:func:`_coded`, looked up by identity first."""
+    hit = _FETCHED.get(id(command))
+    if hit is not None and hit[0] is command:
+        return hit[1]
+    decoded = _coded(command)
+    if len(_FETCHED) >= _BY_IDENTITY:
+        _FETCHED.clear()
+    _FETCHED[id(command)] = (command, decoded)
+    return decoded
 
 
 @functools.lru_cache(maxsize=512)
@@ -147,6 +168,33 @@ def _responded(response: TerminalResponse) -> TerminalResponse:
     """A TERMINAL RESPONSE without typed text (an item chosen, a text read; TS 102 223
     §6.8) encoded and decoded back, as the card receives it; coded once per kind."""
     return decode_terminal_response(response.encode())
+
+
+#: (id(command), item or None) -> (command, the card's decoded TERMINAL RESPONSE): the
+#: answer to a SELECT ITEM (an item chosen) or a DISPLAY TEXT (read), by identity as above.
+_ANSWERED: dict[tuple[int, int | None], tuple[object, TerminalResponse]] = {}
+
+
+def _answered(command: SelectItem | DisplayText, item: int | None = None) -> TerminalResponse:
+    """The card's view of the successful TERMINAL RESPONSE to ``command`` (choosing ``item``
+    of a SELECT ITEM); :class:`CatError` as :func:`stk_menus.cat.terminal_response` raises."""
+    key = (id(command), item)
+    hit = _ANSWERED.get(key)
+    if hit is not None and hit[0] is command:
+        return hit[1]
+    decoded = _responded(terminal_response(command, item=item))
+    if len(_ANSWERED) >= _BY_IDENTITY:
+        _ANSWERED.clear()
+    _ANSWERED[key] = (command, decoded)
+    return decoded
+
+
+@functools.lru_cache(maxsize=256)
+def _menu_selection(item: int) -> int:
+    """ENVELOPE (MENU SELECTION) of ``item`` (TS 102 223 §7.2) encoded and decoded back, as
+    the card receives it: the item identifier it names (coded once per item)."""
+    envelope = MenuSelectionEnvelope(ItemIdentifier(item)).encode()
+    return decode_envelope(envelope).item.identifier
 
 
 class VirtualPhone:
@@ -217,9 +265,8 @@ class VirtualPhone:
         if not labels:
             raise PhoneError("an empty menu path")
         item = _item_id(self._menu.items, labels[0], path)
-        envelope = MenuSelectionEnvelope(ItemIdentifier(item)).encode()
         events: list[Event] = []
-        shown = self.applet.envelope_menu_selection(decode_envelope(envelope).item.identifier)
+        shown = self.applet.envelope_menu_selection(_menu_selection(item))
         self._current = None
         self._run(shown, events)
         for label in labels[1:]:
@@ -227,7 +274,8 @@ class VirtualPhone:
             if not isinstance(current, SelectItem):
                 raise PhoneError(f"{label!r} in {path!r}: no menu is shown there")
             choice = _item_id(current.items, label, path)
-            self._answer(terminal_response(current, item=choice), events)
+            self._current = None
+            self._run(self.applet.terminal_response(_answered(current, choice)), events)
         return events
 
     def input(self, text: str) -> list[Event]:
@@ -295,8 +343,7 @@ class VirtualPhone:
             if isinstance(command, DisplayText):
                 events.append(Screen("text", text=command.text.text))
                 # the subscriber reads the text and clears it
-                decoded = _responded(terminal_response(command))
-                shown = self.applet.terminal_response(decoded)
+                shown = self.applet.terminal_response(_answered(command))
                 continue
             raise PhoneError(f"the card sent {type(command).__name__} in a session")
 

@@ -34,6 +34,7 @@ them on ``card.process``.
 
 from __future__ import annotations
 
+import functools
 import random as random_module
 from dataclasses import dataclass, field, replace
 from typing import Final, TypeAlias
@@ -194,8 +195,25 @@ def _text(text: str) -> TextString:
     return TextString(text, DCS_8BIT if gsm7.can_encode(text) else DCS_UCS2)
 
 
+@functools.lru_cache(maxsize=256)
 def _notice(text: str) -> DisplayText:
+    """The DISPLAY TEXT of a notice (immutable: built once per text, as the leaves' labels
+    and the refusals repeat for every session)."""
     return DisplayText(_text(text), DisplayTextQualifier.WAIT_FOR_USER)
+
+
+@functools.lru_cache(maxsize=64)
+def _init_for_load_apdu(amount: int) -> bytes:
+    """INITIALIZE FOR LOAD of ``amount`` fen with :data:`TERMINAL_ID` (JR/T 0025), as bytes:
+    the same for every card, so coded once per amount."""
+    return InitializeForLoad(DEFAULT_KEY_INDEX, amount, TERMINAL_ID).to_apdu().to_bytes()
+
+
+@functools.lru_cache(maxsize=1024)
+def _prove_apdu(counter: int) -> bytes:
+    """GET TRANSACTION PROVE of the EP load at online ``counter``, as bytes (the cards of a
+    fleet pass the same counters: coded once per counter)."""
+    return GetTransactionProve(TransactionType.EP_LOAD, counter).to_apdu().to_bytes()
 
 
 _MO_ACTIONS: Final = {
@@ -347,10 +365,10 @@ class WalletApplet:
         session = self._session
         if session is None:
             raise WalletAppletError("no proactive command awaits a terminal response")
-        if response.details.type != session.command.details.type:
+        if response.details.type != session.command.TYPE:
             raise WalletAppletError(
                 f"terminal response for {response.details.type.name}, "
-                f"expected {session.command.details.type.name}"
+                f"expected {session.command.TYPE.name}"
             )
         if response.general not in _SUCCESS:
             self._session = None  # cancelled, backward, timed out: the session ends
@@ -444,8 +462,7 @@ class WalletApplet:
         if online_counter == 0:
             return None
         last = online_counter - 1
-        command = GetTransactionProve(TransactionType.EP_LOAD, last)
-        answer = self._apdu(command.to_apdu().to_bytes())
+        answer = self._apdu(_prove_apdu(last))
         if answer.sw != 0x9000:
             return None
         try:
@@ -466,8 +483,7 @@ class WalletApplet:
             block = wallet_mo.pin_block(pin)
         except wallet_mo.WalletMoError:
             raise _RefusedError("密码格式错误 / invalid PIN") from None
-        init = InitializeForLoad(DEFAULT_KEY_INDEX, amount, TERMINAL_ID)
-        answer = self._apdu(init.to_apdu().to_bytes())
+        answer = self._apdu(_init_for_load_apdu(amount))
         if answer.sw != 0x9000:
             raise _RefusedError(
                 _PURSE_REFUSALS.get(answer.sw, f"充值失败 / load refused ({answer.sw:04X})")

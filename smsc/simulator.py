@@ -1090,10 +1090,12 @@ class Simulator:
         queue = account.queue
         receivers = account.receivers
         window = self._window
-        if any(r.session.state not in _BOUND_STATES for r in receivers):
-            # A bind whose unbind is being processed (its session left the bound state
-            # before the handler took it off the list) takes no more deliveries.
-            receivers[:] = [r for r in receivers if r.session.state in _BOUND_STATES]
+        for r in receivers:
+            if r.session.state not in _BOUND_STATES:
+                # A bind whose unbind is being processed (its session left the bound state
+                # before the handler took it off the list) takes no more deliveries.
+                receivers[:] = [r for r in receivers if r.session.state in _BOUND_STATES]
+                break
         while queue and receivers:
             item = queue[0]
             conn: Connection | None = None

@@ -33,9 +33,10 @@ command are always encoded with CR set (``81``, ``82``), as in TS 102 384's sequ
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Final, Self, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, Self, TypeAlias, TypeVar
 
 from smsc import gsm7
 from stk_menus.alpha import AlphaError, decode_alpha, encode_alpha
@@ -501,6 +502,36 @@ class _Simple:
         """The typed form of a raw object of this type."""
         return cls.from_value(raw.value, raw.cr)
 
+    @classmethod
+    def _from_value(cls, value: bytes, cr: bool) -> Self:
+        """The decoding :meth:`_memoized` remembers."""
+        raise NotImplementedError
+
+    @classmethod
+    def _memoized(cls, value: bytes, cr: bool) -> Self:
+        """``_from_value(value, cr)``, decoded once per distinct value: for the small
+        immutable objects every command and terminal response carries (command details,
+        device identities, result). A refused value raises each time (nothing is kept)."""
+        key = (cls, bytes(value), cr)
+        hit: Self | None = _DECODED.get(key)
+        if hit is None:
+            hit = cls._from_value(key[1], cr)
+            if len(_DECODED) >= _DECODED_SIZE:
+                _DECODED.clear()
+            _DECODED[key] = hit
+        return hit
+
+
+#: What :meth:`_Simple._memoized` decoded: (class, value, CR) -> the object.
+_DECODED: dict[tuple[type, bytes, bool], Any] = {}
+_DECODED_SIZE: Final = 1024
+
+
+@functools.lru_cache(maxsize=1024)
+def _details(number: int, kind: CommandType, qualifier: int) -> CommandDetails:
+    """The command details a command's terminal response echoes (immutable: built once)."""
+    return CommandDetails(number, kind, qualifier)
+
 
 @dataclass(frozen=True, slots=True)
 class CommandDetails(_Simple):
@@ -521,6 +552,10 @@ class CommandDetails(_Simple):
 
     @classmethod
     def from_value(cls, value: bytes, cr: bool) -> Self:
+        return cls._memoized(value, cr)
+
+    @classmethod
+    def _from_value(cls, value: bytes, cr: bool) -> Self:
         _exact(value, 3, "command details")
         code = value[1]
         try:
@@ -547,6 +582,10 @@ class DeviceIdentities(_Simple):
 
     @classmethod
     def from_value(cls, value: bytes, cr: bool) -> Self:
+        return cls._memoized(value, cr)
+
+    @classmethod
+    def _from_value(cls, value: bytes, cr: bool) -> Self:
         _exact(value, 2, "device identities")
         source = _enum_value(Device, value[0], "source device")
         destination = _enum_value(Device, value[1], "destination device")
@@ -571,6 +610,10 @@ class Result(_Simple):
 
     @classmethod
     def from_value(cls, value: bytes, cr: bool) -> Self:
+        return cls._memoized(value, cr)
+
+    @classmethod
+    def _from_value(cls, value: bytes, cr: bool) -> Self:
         if not value:
             raise CatError("result without a general result")
         return cls(_enum_value(GeneralResult, value[0], "general result"), value[1:], cr)
@@ -1158,7 +1201,7 @@ class SetUpMenu:
     @property
     def details(self) -> CommandDetails:
         """The command details a terminal response echoes."""
-        return CommandDetails(self.number, self.TYPE, int(self.qualifier))
+        return _details(self.number, self.TYPE, int(self.qualifier))
 
     def encode(self) -> bytes:
         """The proactive command template (``D0``)."""
@@ -1227,7 +1270,7 @@ class SelectItem:
     @property
     def details(self) -> CommandDetails:
         """The command details a terminal response echoes."""
-        return CommandDetails(self.number, self.TYPE, int(self.qualifier))
+        return _details(self.number, self.TYPE, int(self.qualifier))
 
     def encode(self) -> bytes:
         """The proactive command template (``D0``)."""
@@ -1286,7 +1329,7 @@ class GetInput:
     @property
     def details(self) -> CommandDetails:
         """The command details a terminal response echoes."""
-        return CommandDetails(self.number, self.TYPE, int(self.qualifier))
+        return _details(self.number, self.TYPE, int(self.qualifier))
 
     @property
     def response_dcs(self) -> int:
@@ -1301,6 +1344,11 @@ class GetInput:
         The length counts characters. The message names lengths and positions only, never the
         input (which may be a PIN).
         """
+        self._answer_text(text)
+
+    def _answer_text(self, text: str) -> TextString:
+        """:meth:`check_input`, then the text string that carries ``text`` back (coded as
+        :attr:`response_dcs` says)."""
         low, high = self.response_length.minimum, self.response_length.maximum
         if not low <= len(text) <= high:
             raise CatError(f"input of {len(text)} characters, {low}..{high} allowed")
@@ -1310,7 +1358,7 @@ class GetInput:
                     raise CatError(f"input character {position} is not a digit, *, # or +")
         elif not self.qualifier & GetInputQualifier.UCS2 and not gsm7.can_encode(text):
             raise CatError("input is outside the SMS default alphabet")
-        TextString(text, self.response_dcs)
+        return TextString(text, self.response_dcs)
 
     def encode(self) -> bytes:
         """The proactive command template (``D0``)."""
@@ -1360,7 +1408,7 @@ class DisplayText:
     @property
     def details(self) -> CommandDetails:
         """The command details a terminal response echoes."""
-        return CommandDetails(self.number, self.TYPE, int(self.qualifier))
+        return _details(self.number, self.TYPE, int(self.qualifier))
 
     def encode(self) -> bytes:
         """The proactive command template (``D0``)."""
@@ -1438,6 +1486,10 @@ def decode_proactive_command(data: bytes) -> ProactiveCommand:
 # -- terminal response and envelope ---------------------------------------------------------
 
 
+#: The device identities of every terminal response (immutable, shared).
+_TERMINAL_TO_UICC: Final = DeviceIdentities(Device.TERMINAL, Device.UICC)
+
+
 @dataclass(frozen=True, slots=True)
 class TerminalResponse:
     """TERMINAL RESPONSE (§6.8): the outcome of a proactive command.
@@ -1451,9 +1503,7 @@ class TerminalResponse:
     text: TextString | None = field(default=None, repr=False)  # may be a PIN
     item: ItemIdentifier | None = None
     duration: Duration | None = None
-    devices: DeviceIdentities = field(
-        default_factory=lambda: DeviceIdentities(Device.TERMINAL, Device.UICC)
-    )
+    devices: DeviceIdentities = field(default_factory=lambda: _TERMINAL_TO_UICC)
     extra: tuple[RawObject, ...] = ()
 
     @property
@@ -1520,8 +1570,7 @@ def terminal_response(
     if text is not None:
         if not isinstance(command, GetInput):
             raise CatError("a text answers GET INPUT only")
-        command.check_input(text)
-        answer_text = TextString(text, command.response_dcs)
+        answer_text = command._answer_text(text)
     return TerminalResponse(command.details, Result(result, additional), answer_text, answer_item)
 
 

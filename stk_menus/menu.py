@@ -5,9 +5,10 @@ validates it, then builds the commands of ETSI TS 102 223 the card sends: SET UP
 for the top level, SELECT ITEM (§6.6.8) for a submenu, GET INPUT (§6.6.3) for each input a leaf
 asks, and DISPLAY TEXT (§6.6.1) for a leaf's notice. Every command is built once at load time,
 so a tree that cannot be encoded (a label too long, a prompt outside its alphabet) is refused
-there, with the path of the offending node. Item texts and the title are coded per TS 102 221
-Annex A by :mod:`stk_menus.cat`; prompts and notices use the 8-bit GSM alphabet when it can
-carry them, UCS2 otherwise (TS 102 223 §8.15).
+there, with the path of the offending node; the commands are immutable and kept, so every card
+of a fleet is handed the same objects (another command number builds its own, once). Item
+texts and the title are coded per TS 102 221 Annex A by :mod:`stk_menus.cat`; prompts and
+notices use the 8-bit GSM alphabet when it can carry them, UCS2 otherwise (TS 102 223 §8.15).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class InputSpec:
     max_length: int
     hidden: bool = False
     packed: bool = False
+    #: Commands built so far, by command number: immutable, so built once per process.
+    _built: dict[int, GetInput] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def qualifier(self) -> GetInputQualifier:
@@ -110,13 +113,16 @@ class InputSpec:
         return qualifier
 
     def get_input(self, number: int = 1) -> GetInput:
-        """The GET INPUT command that asks for this input."""
-        return GetInput(
-            text=_text_string(self.prompt),
-            response_length=ResponseLength(self.min_length, self.max_length),
-            qualifier=self.qualifier,
-            number=number,
-        )
+        """The GET INPUT command that asks for this input (built once per number)."""
+        command = self._built.get(number)
+        if command is None:
+            command = self._built[number] = GetInput(
+                text=_text_string(self.prompt),
+                response_length=ResponseLength(self.min_length, self.max_length),
+                qualifier=self.qualifier,
+                number=number,
+            )
+        return command
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,10 @@ class MenuNode:
     action: Action | None = None
     inputs: tuple[InputSpec, ...] = ()
     notice: str | None = None
+    #: Commands built so far, by (kind, command number): immutable, so built once.
+    _built: dict[tuple[str, int], SelectItem | DisplayText] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def is_leaf(self) -> bool:
@@ -148,26 +158,35 @@ class MenuNode:
         raise MenuError(f"{self.path} has no item {item_id}")
 
     def select_item(self, number: int = 1) -> SelectItem:
-        """The SELECT ITEM that shows this submenu."""
-        if self.is_leaf:
-            raise MenuError(f"{self.path} is a leaf, not a submenu")
-        return SelectItem(
-            items=tuple(node.item() for node in self.children),
-            alpha=AlphaIdentifier(self.label),
-            number=number,
-        )
+        """The SELECT ITEM that shows this submenu (built once per number)."""
+        command = self._built.get(("select", number))
+        if command is None:
+            if self.is_leaf:
+                raise MenuError(f"{self.path} is a leaf, not a submenu")
+            command = self._built["select", number] = SelectItem(
+                items=tuple(node.item() for node in self.children),
+                alpha=AlphaIdentifier(self.label),
+                number=number,
+            )
+        assert isinstance(command, SelectItem)
+        return command
 
     def get_inputs(self) -> tuple[GetInput, ...]:
         """The GET INPUT commands of this leaf, in the order they are asked."""
         return tuple(spec.get_input() for spec in self.inputs)
 
     def display_text(self, number: int = 1) -> DisplayText | None:
-        """The DISPLAY TEXT of this leaf's notice (cleared by the user), or None."""
+        """The DISPLAY TEXT of this leaf's notice (cleared by the user), or None (built
+        once per number)."""
         if self.notice is None:
             return None
-        return DisplayText(
-            _text_string(self.notice), DisplayTextQualifier.WAIT_FOR_USER, number=number
-        )
+        command = self._built.get(("notice", number))
+        if command is None:
+            command = self._built["notice", number] = DisplayText(
+                _text_string(self.notice), DisplayTextQualifier.WAIT_FOR_USER, number=number
+            )
+        assert isinstance(command, DisplayText)
+        return command
 
 
 # -- reading the data -----------------------------------------------------------------------
@@ -303,9 +322,11 @@ class MenuTree:
     title: str
     roots: tuple[MenuNode, ...]
     _by_path: dict[str, MenuNode] = field(init=False, repr=False, compare=False)
+    _menus: dict[int, SetUpMenu] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_path", {node.path: node for node in _walk(self.roots)})
+        object.__setattr__(self, "_menus", {})
         self._check_encodable()
 
     def _check_encodable(self) -> None:
@@ -365,13 +386,17 @@ class MenuTree:
         raise MenuError(f"the menu has no top-level item {item_id}")
 
     def setup_menu(self, number: int = 1) -> SetUpMenu:
-        """The SET UP MENU that installs the top level on the phone."""
-        return SetUpMenu(
-            alpha=AlphaIdentifier(self.title),
-            items=tuple(node.item() for node in self.roots),
-            qualifier=MenuQualifier.NONE,
-            number=number,
-        )
+        """The SET UP MENU that installs the top level on the phone (built once per
+        number)."""
+        command = self._menus.get(number)
+        if command is None:
+            command = self._menus[number] = SetUpMenu(
+                alpha=AlphaIdentifier(self.title),
+                items=tuple(node.item() for node in self.roots),
+                qualifier=MenuQualifier.NONE,
+                number=number,
+            )
+        return command
 
 
 @functools.cache

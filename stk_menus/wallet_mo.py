@@ -119,6 +119,20 @@ _SIZES: Final[dict[_Tag, tuple[int, int]]] = {
 }
 
 
+#: Look-up tables of the decoder (a dict look-up instead of an enum call per field).
+_TAG_OF: Final[dict[int, _Tag]] = {int(tag): tag for tag in _Tag}
+_ACTION_OF: Final[dict[int, Action]] = {int(action): action for action in Action}
+_LANGUAGE_OF: Final[dict[int, Language]] = {int(language): language for language in Language}
+#: The tags each action may carry.
+_COMMON_TAGS: Final = frozenset({_Tag.ACTION, _Tag.LANGUAGE, _Tag.ONLINE_COUNTER, _Tag.LOAD_PROOF})
+_ALLOWED: Final[dict[Action, frozenset[_Tag]]] = {
+    Action.TOPUP: _COMMON_TAGS | {_Tag.AMOUNT, _Tag.PIN_BLOCK, _Tag.LOAD_INIT, _Tag.TERMINAL},
+    Action.CALIBRATION: _COMMON_TAGS | {_Tag.IMEI, _Tag.ICCID, _Tag.APPLET_VERSION, _Tag.PROFILE},
+    Action.BALANCE: _COMMON_TAGS,
+    Action.LAST10: _COMMON_TAGS,
+}
+
+
 def pin_block(pin: str) -> bytes:
     """ISO 9564-1 format 2 PIN block: ``2``, the length, the digits, ``F`` padding."""
     if not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 12):
@@ -210,6 +224,13 @@ class Calibration(_Common):
 WalletMo = TopUp | Balance | Last10 | Calibration
 
 
+_KIND_OF: Final[dict[type, Action]] = {
+    TopUp: Action.TOPUP,
+    Balance: Action.BALANCE,
+    Last10: Action.LAST10,
+}
+
+
 def _tlv(tag: _Tag, value: bytes) -> bytes:
     return bytes((tag, len(value))) + value
 
@@ -217,9 +238,7 @@ def _tlv(tag: _Tag, value: bytes) -> bytes:
 def encode(action: WalletMo) -> bytes:
     """The secured data of a wallet action."""
     parts = [bytes((FORMAT_VERSION,))]
-    kind = {TopUp: Action.TOPUP, Balance: Action.BALANCE, Last10: Action.LAST10}.get(
-        type(action), Action.CALIBRATION
-    )
+    kind = _KIND_OF.get(type(action), Action.CALIBRATION)
     parts.append(_tlv(_Tag.ACTION, bytes((kind,))))
     if isinstance(action, TopUp):
         if not 0 < action.amount < 1 << 32:
@@ -256,10 +275,9 @@ def _items(data: bytes) -> Iterator[tuple[_Tag, bytes]]:
         if i + 2 > len(data):
             raise WalletMoError(f"truncated TLV at offset {i}")
         raw_tag, length = data[i], data[i + 1]
-        try:
-            tag = _Tag(raw_tag)
-        except ValueError:
-            raise WalletMoError(f"unknown tag {raw_tag:02X} at offset {i}") from None
+        tag = _TAG_OF.get(raw_tag)
+        if tag is None:
+            raise WalletMoError(f"unknown tag {raw_tag:02X} at offset {i}")
         value = data[i + 2 : i + 2 + length]
         if len(value) != length:
             raise WalletMoError(f"tag {raw_tag:02X}: length {length} runs past the end")
@@ -287,14 +305,12 @@ def decode(data: bytes) -> WalletMo:
         return value
 
     action_raw = need(_Tag.ACTION)
-    try:
-        action = Action(action_raw[0])
-    except ValueError:
-        raise WalletMoError(f"unknown action {action_raw.hex()}") from None
-    try:
-        language = Language(fields.get(_Tag.LANGUAGE, b"\x00")[0])
-    except ValueError:
-        raise WalletMoError("unknown language") from None
+    action = _ACTION_OF.get(action_raw[0])
+    if action is None:
+        raise WalletMoError(f"unknown action {action_raw.hex()}")
+    language = _LANGUAGE_OF.get(fields.get(_Tag.LANGUAGE, b"\x00")[0])
+    if language is None:
+        raise WalletMoError("unknown language")
     counter_raw = fields.get(_Tag.ONLINE_COUNTER)
     counter = None if counter_raw is None else int.from_bytes(counter_raw, "big")
     proof_raw = fields.get(_Tag.LOAD_PROOF)
@@ -303,10 +319,8 @@ def decode(data: bytes) -> WalletMo:
         if proof_raw is None
         else LoadProof(int.from_bytes(proof_raw[:2], "big"), proof_raw[2:6], proof_raw[6:])
     )
-    allowed = {_Tag.ACTION, _Tag.LANGUAGE, _Tag.ONLINE_COUNTER, _Tag.LOAD_PROOF}
     result: WalletMo
     if action is Action.TOPUP:
-        allowed |= {_Tag.AMOUNT, _Tag.PIN_BLOCK, _Tag.LOAD_INIT, _Tag.TERMINAL}
         amount = int.from_bytes(need(_Tag.AMOUNT), "big")
         if amount == 0:
             raise WalletMoError("amount must be positive")
@@ -322,7 +336,6 @@ def decode(data: bytes) -> WalletMo:
             terminal_id=need(_Tag.TERMINAL),
         )
     elif action is Action.CALIBRATION:
-        allowed |= {_Tag.IMEI, _Tag.ICCID, _Tag.APPLET_VERSION, _Tag.PROFILE}
         result = Calibration(
             language=language,
             online_counter=counter,
@@ -336,7 +349,7 @@ def decode(data: bytes) -> WalletMo:
         result = Balance(language, counter, proof)
     else:
         result = Last10(language, counter, proof)
-    extra = set(fields) - allowed
+    extra = fields.keys() - _ALLOWED[action]
     if extra:
         raise WalletMoError(f"tag {min(extra):02X} does not belong to action {action.name}")
     return result

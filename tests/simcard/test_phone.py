@@ -4,6 +4,7 @@ the card with a PoR back, and a card moved to another phone."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -11,10 +12,19 @@ import pytest
 
 from ota.apdu import CommandApdu
 from ota.keystore import FileKeyStore
+from simcard import phone as phone_module
 from simcard.card import CALIBRATION_PATH
 from simcard.phone import PhoneError, Screen, SmsReceived, SmsSent, VirtualPhone
 from simcard.wallet_applet import WalletApplet
 from stk_menus import wallet_mo
+from stk_menus.cat import (
+    CatError,
+    DisplayText,
+    TextString,
+    decode_proactive_command,
+    decode_terminal_response,
+    terminal_response,
+)
 from tests.simcard.test_wallet_applet import (
     ICCID,
     IMEI,
@@ -144,3 +154,28 @@ def test_balance_path_sends_right_away(phone: VirtualPhone) -> None:
     events = phone.select("我的手机钱包/余额查询")
     assert [e.to_json()["event"] for e in events] == ["screen", "sms_sent", "screen"]
     assert len(phone.outbox()) == 1
+
+
+def test_command_codings_are_cached_by_identity_and_by_value(phone: VirtualPhone) -> None:
+    """The phone decodes each command from its encoding; the result is remembered by the
+    command's identity (and its value): an equal command of its own decodes the same, and
+    sessions go on when the identity caches have been emptied by other commands."""
+    command = phone.applet.menu.node("我的手机钱包").select_item()
+    decoded = phone_module._fetched(command)
+    assert decoded == decode_proactive_command(command.encode())
+    assert phone_module._fetched(command) is decoded
+    twin = dataclasses.replace(command)
+    assert twin is not command and phone_module._fetched(twin) == decoded
+    answer = phone_module._answered(command, 1)
+    assert answer == decode_terminal_response(terminal_response(command, item=1).encode())
+    with pytest.raises(CatError):
+        phone_module._answered(command, 99)
+    for n in range(1, 256):  # more commands than the identity caches keep
+        notice = DisplayText(TextString(f"notice {n}"), number=n)
+        phone_module._fetched(notice)
+        phone_module._answered(notice)
+    for _ in range(2):
+        events = phone.select("我的手机钱包/充值")
+        assert events[-1] == Screen("input", prompt="请输入充值金额(元)", hidden=False)
+        phone.input("1")
+        assert isinstance(phone.input("123456")[0], SmsSent)

@@ -871,3 +871,32 @@ def test_structured_garbage_in_responses(soup: bytes) -> None:
     """Random objects after a response's details and devices: a response or CatError."""
     with contextlib.suppress(CatError):
         decode_terminal_response(h("810301230082028281") + soup)
+
+
+def test_small_objects_decode_once_and_refusals_repeat() -> None:
+    """Command details, device identities and results are remembered by value (equal to a
+    fresh decode); a refused value raises every time."""
+    details = CommandDetails(1, CommandType.GET_INPUT, 0x04)
+    assert CommandDetails.decode(details.encode()) == details
+    assert CommandDetails.decode(details.encode()) is CommandDetails.decode(details.encode())
+    assert (
+        CommandDetails.decode(CommandDetails(2, CommandType.GET_INPUT, 0x04).encode()).number == 2
+    )
+    result = Result(GeneralResult.PERFORMED_SUCCESSFULLY, b"\x01")
+    assert Result.decode(result.encode()) == result
+    for _ in range(2):
+        with pytest.raises(CatError):
+            CommandDetails.decode(bytes.fromhex("8103010000"))  # type of command 00
+        with pytest.raises(CatError):
+            Result.decode(bytes.fromhex("8300"))  # no general result
+
+
+def test_terminal_response_codes_the_typed_text_as_asked() -> None:
+    """The text answering a GET INPUT is checked and coded per its qualifier, each time."""
+    ask = GetInput(TextString("PIN"), ResponseLength(4, 6), GetInputQualifier.HIDDEN)
+    first = terminal_response(ask, text="1234")
+    assert first.text == TextString("1234", ask.response_dcs)
+    assert first.details == ask.details and first.details is ask.details
+    assert terminal_response(ask, text="5678").text == TextString("5678", ask.response_dcs)
+    with pytest.raises(CatError):
+        terminal_response(ask, text="12")

@@ -317,3 +317,27 @@ def test_doc_vector(name: str) -> None:
     """The hex in docs/stk.md is what the code produces from the shipped menu."""
     built = _example()[name]
     assert _doc_vectors()[name] == built, f"{name}: the code produces\n{_hex_lines(built)}"
+
+
+def test_commands_are_built_once(tree: MenuTree) -> None:
+    """Each command is immutable and the same for every card: built once per command number,
+    and equal to one built afresh from the same data."""
+    wallet = tree.node("我的手机钱包")
+    leaf = tree.node(TOPUP)
+    assert tree.setup_menu() is tree.setup_menu()
+    assert wallet.select_item() is wallet.select_item()
+    assert leaf.inputs[0].get_input() is leaf.inputs[0].get_input()
+    assert leaf.display_text() is leaf.display_text()
+    fresh = MenuTree.load(Path(__file__).resolve().parents[2] / "stk_menus" / "menu.toml")
+    assert fresh.setup_menu() == tree.setup_menu()
+    assert fresh.node("我的手机钱包").select_item() == wallet.select_item()
+    assert fresh.node(TOPUP).get_inputs() == leaf.get_inputs()
+    assert wallet.select_item(number=2).number == 2
+    assert wallet.select_item(number=2) != wallet.select_item()
+    assert tree.setup_menu(number=3).number == 3
+    assert leaf.inputs[1].get_input(number=4).number == 4
+    notice = leaf.display_text(number=5)
+    assert notice is not None and notice.number == 5
+    assert fresh.node(TOPUP) == leaf  # the caches take no part in equality
+    with pytest.raises(MenuError):  # a leaf is still no submenu, however often asked
+        leaf.select_item()

@@ -106,6 +106,8 @@ def test_arbitrary_bytes_raise_only_wallet_mo_error(data: bytes) -> None:
         ("0180010281", "truncated"),
         ("01800102810400", "runs past"),
         ("0180010281040000000A", "does not belong"),
+        ("018001028501" + "02", "unknown language"),
+        ("0180010288080000000000000000", "tag 88 does not belong to action BALANCE"),
     ],
 )
 def test_malformed_is_refused(hexdata: str, why: str) -> None:
