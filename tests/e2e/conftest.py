@@ -334,6 +334,8 @@ class Rig:
         self.deposited = dict(CASH)
         self.sim: SimHandle | None = None
         self.gateway: GatewayService | None = None
+        #: Further instances on the same config and stores (:meth:`add_gateway`).
+        self.others: list[GatewayService] = []
         self.config: Config | None = None
         #: The test's own connection to the gateway's ledger (the gateway's is its thread's).
         self.ledger = Ledger.connect(backend.ledger_url, clock=self.clock, group_commit=False)
@@ -348,10 +350,26 @@ class Rig:
         self.gateway.startService()
         await self.gateway.esme.when_bound()
 
+    async def add_gateway(self) -> GatewayService:
+        """Another gateway instance on the same config and stores, bound to the same
+        simulator account (which spreads MO over the account's binds, round-robin)."""
+        assert self.config is not None
+        gateway = make_gateway(self.config, reactor, clock=self.clock)
+        self.others.append(gateway)
+        gateway.startService()
+        await gateway.esme.when_bound()
+        return gateway
+
+    @property
+    def gateways(self) -> list[GatewayService]:
+        """Every gateway instance started, the first one first."""
+        return [*([self.gateway] if self.gateway is not None else []), *self.others]
+
     async def stop(self) -> None:
         try:
-            if self.gateway is not None and self.gateway.running:
-                await self.gateway.stopService()
+            for gateway in reversed(self.gateways):
+                if gateway.running:
+                    await gateway.stopService()
             if self.sim is not None:
                 await stop_simulator(self.sim)
                 self.sim = None
