@@ -861,15 +861,32 @@ class WalletApp:
                 log.warning("card %s reports counter %d below load %s", iccid, now_counter, load.id)
         return effects
 
+    def _forget_settled(self, pending: set[str], limit: dt.datetime) -> None:
+        """Drop the notes, and the OTA commands awaiting a PoR, of loads reserved before
+        ``limit`` that are no longer pending: settled by another instance (it got the PoR)
+        or by the card's next contact there. Without this they would stay until evicted."""
+        with self._notes_lock:
+            settled = [
+                note
+                for load_id, note in self._notes.items()
+                if load_id not in pending and note.reserved_at <= limit
+            ]
+        for note in settled:
+            self._forget(note.load_id)
+            self.platform.forget(note.msisdn, wallet_mo.WALLET_TAR, note.ota_counter)
+
     def sweep(self, now: dt.datetime) -> list[str]:
         """Mark in doubt the loads reserved more than ``in_doubt_after`` seconds before ``now``
         whose PoR never came, judged by this instance's note or the one kept with the load
         (and loads with neither, from the second sweep that finds them). Posts and voids
-        nothing. Returns the load ids marked."""
+        nothing. Forgets what this instance kept of loads settled elsewhere. Returns the load
+        ids marked."""
         limit = now - dt.timedelta(seconds=self.config.in_doubt_after)
         marked: list[str] = []
         unknown: set[str] = set()
-        for load in self.ledger.pending_loads():
+        pending = self.ledger.pending_loads()
+        self._forget_settled({load.id for load in pending}, limit)
+        for load in pending:
             if load.state != "reserved":
                 continue
             # this instance's note, else the one kept with the load (another instance's)

@@ -323,6 +323,12 @@ class OtaPlatform:
         assert error is not None
         raise error
 
+    def forget(self, msisdn: str, tar: bytes, counter: int) -> PendingCommand | None:
+        """Stop waiting for the PoR of command ``counter`` to ``msisdn``'s ``tar`` (its
+        purpose was served otherwise, e.g. another instance settled it); the command, if it
+        was pending. A PoR for it later can still be verified with ``iccid``."""
+        return self._claim(msisdn, bytes(tar), counter)
+
     def expire(self, older_than: float) -> list[PendingCommand]:
         """Forget commands sent before ``older_than`` whose PoR never came; returns them."""
         with self._lock:

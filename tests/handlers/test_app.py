@@ -578,6 +578,7 @@ def test_por_at_another_instance_is_checked_with_the_note_kept_with_the_load(rig
     (load,) = rig.ledger.pending_loads()
     assert load.credit is not None and rig.ledger.wallet(msisdn).in_flight == 10_000
     por = _por_for(rig, msisdn, ota)
+    first_app, first_platform = rig.app, rig.platform
     _other_instance(rig)
     journal = rig.journal()
     assert rig.deliver(dataclasses.replace(por, source=other)) == []
@@ -594,6 +595,13 @@ def test_por_at_another_instance_is_checked_with_the_note_kept_with_the_load(rig
     _other_instance(rig)
     assert rig.deliver(por) == []
     assert rig.journal() == journal
+    # The sender still waits for that PoR; its sweep forgets it once the load is old enough.
+    assert (len(first_app._notes), first_platform.pending) == (1, 1)
+    assert first_app.sweep(rig.clock.now) == []
+    assert (len(first_app._notes), first_platform.pending) == (1, 1)
+    rig.clock.advance(301)
+    assert first_app.sweep(rig.clock.now) == []
+    assert (len(first_app._notes), first_platform.pending) == (0, 0)
 
 
 def test_credit_built_again_elsewhere_keeps_the_first_date_and_time(rig: Rig) -> None:
