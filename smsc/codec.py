@@ -97,6 +97,7 @@ HEADER: Final = struct.Struct(">IIII")
 MAX_PDU_SIZE: Final = 65536
 """Default upper bound on ``command_length`` accepted from a peer."""
 
+_HEADER_NUL: Final = struct.Struct(">IIIIx")  # a header and an empty C-Octet String
 _TLV: Final = struct.Struct(">HH")
 _U32: Final = struct.Struct(">I")
 _B2: Final = struct.Struct(">BB")
@@ -498,8 +499,11 @@ def _make_header_only_encoder(cls: type[Pdu]) -> _Encoder:
 def _make_message_id_encoder(cls: type[Pdu]) -> _Encoder:
     cid = cls.command_id
     pack = HEADER.pack
+    empty = _HEADER_NUL.pack
 
     def enc(p: SubmitSmResp | DeliverSmResp) -> bytes:
+        if p.message_id == "":  # deliver_sm_resp's usual NULL message_id (§4.6.2): one pack
+            return empty(17, cid, p.command_status, p.sequence_number)
         mid = p.message_id.encode("latin-1")
         if len(mid) > 64 or _NUL in mid:
             raise ValueError

@@ -94,7 +94,7 @@ from smsc.pdu import (
     UnbindResp,
     status_name,
 )
-from smsc.reassembly import Message, Reassembler, fragment_from_pdu
+from smsc.reassembly import Message, Reassembler, fragment_from_pdu, plain_message
 from smsc.segment import ReferenceAllocator
 from smsc.session import (
     ConnectionBroken,
@@ -214,6 +214,7 @@ class _Part:
 
 
 _Token = _Pending | _Part
+_MoKey = tuple[str, str, int, int, int]  # an MO part: source, destination, ref, total, seqnum
 
 
 class _Link:
@@ -442,9 +443,12 @@ class _SmppProtocol(Protocol):
     def _deadline(self) -> float | None:
         keepalive = self.keepalive
         deadline = keepalive.next_deadline() if keepalive is not None else None
-        for extra in (self.bind_deadline, self.unbind_deadline):
-            if extra is not None and (deadline is None or extra < deadline):
-                deadline = extra
+        extra = self.bind_deadline
+        if extra is not None and (deadline is None or extra < deadline):
+            deadline = extra
+        extra = self.unbind_deadline
+        if extra is not None and (deadline is None or extra < deadline):
+            deadline = extra
         core = self.core
         if core is not None and self.bound:
             core_deadline = core.next_deadline()
@@ -702,7 +706,7 @@ class Esme(Service):
         self.last_bind_error: str | None = None
         self.stopping = False
         self._held_mo = 0
-        self._retry_cache: OrderedDict[tuple[str, str, int, int, int], tuple[Message, float]]
+        self._retry_cache: OrderedDict[_MoKey, tuple[Message, float]]
         self._retry_cache = OrderedDict()
         self._bound_waiters: list[Deferred[None]] = []
         self._stop_waiters: list[Deferred[None]] = []
@@ -1049,6 +1053,10 @@ class Esme(Service):
             protocol.answer(resp_cls(sequence_number=seq, command_status=status))
             return
         self.counters.mo_parts += 1
+        message = plain_message(pdu)
+        if message is not None:  # the common MO: one short message, no UDH, no TLVs
+            self._mo_complete(protocol, resp_cls, seq, None, message)
+            return
         try:
             fragment = fragment_from_pdu(pdu)
         except ValueError as exc:
@@ -1058,8 +1066,7 @@ class Esme(Service):
             )
             protocol.answer(resp_cls(sequence_number=seq, command_status=Status.ESME_RX_P_APPN))
             return
-        key: tuple[str, str, int, int, int] | None = None
-        message: Message | None = None
+        key: _MoKey | None = None
         if fragment.reference is not None:
             key = (
                 fragment.source,
@@ -1077,36 +1084,63 @@ class Esme(Service):
         if message is None:
             protocol.answer(resp_cls(sequence_number=seq))
             return
+        self._mo_complete(protocol, resp_cls, seq, key, message)
+
+    def _mo_complete(
+        self,
+        protocol: _SmppProtocol,
+        resp_cls: type[DeliverSmResp | DataSmResp],
+        seq: int,
+        key: _MoKey | None,
+        message: Message,
+    ) -> None:
+        """A whole MO: hand it to ``on_message``; answer its last part when that settles."""
         self.counters.mo_messages += 1
         if self.on_message is None:
             protocol.answer(resp_cls(sequence_number=seq))
             return
         self._held_mo += 1
+        # What a refusal keeps for the SMSC's redelivery of that part (a concatenated MO).
+        retry = None if key is None else (key, message)
         try:
             outcome = self.on_message(message)
         except Exception:
-            result: Deferred[None] = fail()
+            failure = Failure()  # type: ignore[no-untyped-call]
+            self._mo_settled(failure, protocol, resp_cls, seq, retry)
+            return
+        if isinstance(outcome, Deferred):
+            # One bound-method callback with its arguments: no closures per MO.
+            outcome.addBoth(self._mo_settled, protocol, resp_cls, seq, retry)
         else:
-            result = outcome if isinstance(outcome, Deferred) else succeed(None)
+            self._mo_settled(None, protocol, resp_cls, seq, retry)
 
-        def accepted(_: object) -> None:
-            protocol.answer(resp_cls(sequence_number=seq))
-
-        def refused(reason: Failure) -> None:
-            self._log.failure("on_message failed; answering ESME_RX_T_APPN", reason)
-            if key is not None:
-                self._retry_cache[key] = (message, self.clock.seconds())
-                if len(self._retry_cache) > _RETRY_CACHE:
-                    self._retry_cache.popitem(last=False)
-            protocol.answer(resp_cls(sequence_number=seq, command_status=Status.ESME_RX_T_APPN))
-
-        def settled(_: object) -> None:
+    def _mo_settled(
+        self,
+        outcome: object,
+        protocol: _SmppProtocol,
+        resp_cls: type[DeliverSmResp | DataSmResp],
+        seq: int,
+        retry: tuple[_MoKey, Message] | None,
+    ) -> None:
+        """``on_message`` settled: answer the completing part, with ESME_RX_T_APPN if it
+        failed (§5.1.3: the SMSC retries; ``retry`` keeps the message for that)."""
+        try:
+            if isinstance(outcome, Failure):
+                self._log.failure("on_message failed; answering ESME_RX_T_APPN", outcome)
+                if retry is not None:
+                    cache = self._retry_cache
+                    cache[retry[0]] = (retry[1], self.clock.seconds())
+                    if len(cache) > _RETRY_CACHE:
+                        cache.popitem(last=False)
+                protocol.answer(resp_cls(sequence_number=seq, command_status=Status.ESME_RX_T_APPN))
+            else:
+                protocol.answer(resp_cls(sequence_number=seq))
+        except Exception:
+            self._log.failure("answering an MO failed")
+        finally:
             self._held_mo -= 1
             if self.stopping:
                 self._check_drained()
-
-        result.addCallbacks(accepted, refused)
-        result.addBoth(settled)
 
     # -- housekeeping and stopping ---------------------------------------------------------
 

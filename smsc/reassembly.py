@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Final
 
 from smsc.pdu import ESM_UDHI, DataSm, DeliverSm, SubmitSm, Tag
 from smsc.text import Encoding, decode_text, encoding_of
@@ -29,6 +30,7 @@ __all__ = [
     "Reassembler",
     "ReassemblyStats",
     "fragment_from_pdu",
+    "plain_message",
 ]
 
 
@@ -46,6 +48,9 @@ class Fragment:
     protocol_id: int
     payload: bytes  # user data without the UDH
     ies: tuple[InformationElement, ...]  # the UDH's IEs other than concatenation
+
+
+_MESSAGE_PAYLOAD: Final = int(Tag.MESSAGE_PAYLOAD)
 
 
 def _sar(tlvs: dict[int, bytes]) -> tuple[int, int, int] | None:
@@ -67,7 +72,8 @@ def fragment_from_pdu(pdu: SubmitSm | DeliverSm | DataSm) -> Fragment:
     esm_class its UDH is parsed (raising :class:`~smsc.udh.UdhError`, a ValueError, when
     malformed) and a concatenation IE there takes precedence over sar_* TLVs.
     """
-    payload_tlv = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD)
+    tlvs = pdu.tlvs
+    payload_tlv = tlvs.get(_MESSAGE_PAYLOAD) if tlvs else None
     if payload_tlv is not None:
         user_data = payload_tlv
     elif isinstance(pdu, DataSm):
@@ -85,8 +91,8 @@ def fragment_from_pdu(pdu: SubmitSm | DeliverSm | DataSm) -> Fragment:
         ies = tuple(ie for ie in all_ies if ie.iei not in CONCAT_IEIS)
         if concat is not None:
             reference, total, seqnum = concat.reference, concat.total, concat.seqnum
-    if reference is None:
-        sar = _sar(pdu.tlvs)
+    if reference is None and tlvs:
+        sar = _sar(tlvs)
         if sar is not None:
             reference, total, seqnum = sar
     return Fragment(
@@ -100,6 +106,27 @@ def fragment_from_pdu(pdu: SubmitSm | DeliverSm | DataSm) -> Fragment:
         protocol_id=protocol_id,
         payload=bytes(user_data),
         ies=ies,
+    )
+
+
+def plain_message(pdu: SubmitSm | DeliverSm | DataSm) -> Message | None:
+    """The whole :class:`Message` of a short_message sent whole: no UDHI (§5.2.12) and no
+    TLVs (so no sar_* or message_payload, §5.3.2.22-24, §5.3.2.32); None otherwise.
+
+    The same message :func:`fragment_from_pdu` then :meth:`Reassembler.add` would give, for
+    the common MO, without the intermediate :class:`Fragment`.
+    """
+    if isinstance(pdu, DataSm) or pdu.tlvs or pdu.esm_class & ESM_UDHI:
+        return None
+    return Message(
+        pdu.source_addr,
+        pdu.destination_addr,
+        pdu.data_coding,
+        pdu.esm_class,
+        pdu.protocol_id,
+        bytes(pdu.short_message),
+        (),
+        1,
     )
 
 
@@ -156,6 +183,17 @@ class _Set:
 
 def _message(parts: list[Fragment]) -> Message:
     first = parts[0]
+    if len(parts) == 1 and not first.ies:  # the common MO: one part, no other IEs
+        return Message(
+            first.source,
+            first.destination,
+            first.data_coding,
+            first.esm_class & ~ESM_UDHI,
+            first.protocol_id,
+            first.payload,
+            (),
+            1,
+        )
     seen: set[InformationElement] = set()
     ies: list[InformationElement] = []
     for part in parts:

@@ -271,7 +271,8 @@ class SmppSession:
             raise LocalProtocolError(
                 f"{self._role.name} may not send {type(pdu).__name__} in state {self._state.name}"
             )
-        if cid in _EFFECTS:
+        effect = cid in _EFFECTS
+        if effect:
             self._check_send_effect(pdu)
         if not cid & RESPONSE_BIT and pdu.sequence_number == 0:
             pdu.sequence_number = self.next_sequence()
@@ -283,7 +284,7 @@ class SmppSession:
         else:
             raw = encode(pdu)
         self._out.append(raw)
-        if cid in _EFFECTS:
+        if effect:
             self._transition(pdu, sent=True)
 
     def data_to_send(self) -> bytes:

@@ -847,3 +847,13 @@ def test_fast_and_table_encoders_agree() -> None:
     """The hand-written encoders produce the same octets as the validating table encoder."""
     for pdu in TYPICAL:
         assert codec._ENCODERS[type(pdu)](pdu) == codec._encode_generic(pdu), type(pdu)
+
+
+@pytest.mark.parametrize("cls", [DeliverSmResp, SubmitSmResp])
+@pytest.mark.parametrize("status", [0, Status.ESME_RX_T_APPN, 0xFFFFFFFF])
+def test_empty_message_id_response_is_one_precomputed_pack(cls: type[Pdu], status: int) -> None:
+    """§4.6.2 deliver_sm_resp with its NULL message_id: header and NUL, as the table says."""
+    pdu = cls(sequence_number=0x7FFFFFFF, command_status=status)
+    raw = encode(pdu)
+    assert raw == HEADER.pack(17, cls.command_id, status, 0x7FFFFFFF) + b"\0"
+    assert raw == codec._encode_generic(pdu)

@@ -921,6 +921,54 @@ def test_mo_refused_by_application_is_retried_by_the_smsc() -> None:
     assert esme.stats["mo_retried"] == 1
 
 
+def test_mo_whose_on_message_raises_is_refused_for_retry() -> None:
+    """on_message raising (not returning a failed Deferred) is a refusal too: the part is
+    answered ESME_RX_T_APPN (§5.1.3) and nothing stays held (stopping is not delayed)."""
+    clock, net = Clock(), Net()
+
+    def on_message(message: Message) -> None:
+        raise RuntimeError("handler bug")
+
+    esme, peer = start(clock, net, on_message=on_message)
+    peer.accept_bind()
+    peer.feed(DeliverSm(sequence_number=3, source_addr="8613800000000", short_message=b"BAL"))
+    assert peer.read() == [DeliverSmResp(sequence_number=3, command_status=Status.ESME_RX_T_APPN)]
+    assert esme._held_mo == 0
+
+
+def test_plain_mo_answered_when_on_message_settles() -> None:
+    """A single-part MO's deliver_sm_resp waits for on_message's Deferred, in the order the
+    Deferreds fire; the MO reaches on_message as a whole Message."""
+    clock, net = Clock(), Net()
+    pending: list[tuple[Message, Deferred[None]]] = []
+
+    def on_message(message: Message) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        pending.append((message, d))
+        return d
+
+    esme, peer = start(clock, net, on_message=on_message)
+    peer.accept_bind()
+    peer.feed(
+        DeliverSm(sequence_number=1, source_addr="8613800000001", short_message=b"A"),
+        DeliverSm(sequence_number=2, source_addr="8613800000002", short_message=b"B"),
+    )
+    assert peer.read() == []
+    assert [(m.source, m.payload, m.parts, m.ies) for m, _ in pending] == [
+        ("8613800000001", b"A", 1, ()),
+        ("8613800000002", b"B", 1, ()),
+    ]
+    assert esme._held_mo == 2
+    pending[1][1].callback(None)
+    pending[0][1].errback(RuntimeError("database down"))
+    assert peer.read() == [
+        DeliverSmResp(sequence_number=2),
+        DeliverSmResp(sequence_number=1, command_status=Status.ESME_RX_T_APPN),
+    ]
+    assert esme._held_mo == 0
+    assert esme.stats["mo_messages"] == 2 and esme.stats["mo_parts"] == 2
+
+
 def test_data_sm_mo_is_answered_with_data_sm_resp() -> None:
     """An MO carried in data_sm (message_payload) is delivered and answered in kind."""
     clock, net = Clock(), Net()

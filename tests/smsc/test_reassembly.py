@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from smsc import gsm7
 from smsc.pdu import ESM_UDHI, DataSm, DeliverSm, SubmitSm, Tag
-from smsc.reassembly import Expired, Fragment, Message, Reassembler, fragment_from_pdu
+from smsc.reassembly import (
+    Expired,
+    Fragment,
+    Message,
+    Reassembler,
+    fragment_from_pdu,
+    plain_message,
+)
 from smsc.segment import LongMode, Segment, segment_binary, segment_text
 from smsc.text import Encoding
 from smsc.udh import (
@@ -444,3 +451,28 @@ def test_binary_round_trip(data: st.DataObject, payload: bytes, mode: LongMode, 
     [msg] = deliver_all(segments, order, reassembler())
     assert msg.payload == payload
     assert msg.data_coding == 0xF6
+
+
+@pytest.mark.parametrize(
+    ("pdu", "plain"),
+    [
+        (DeliverSm(source_addr="1", destination_addr="2", short_message=b"BAL"), True),
+        (DeliverSm(source_addr="1", esm_class=0x80, protocol_id=7, data_coding=8), True),
+        (SubmitSm(source_addr="1", short_message=b"x" * 160), True),
+        (DeliverSm(esm_class=ESM_UDHI, short_message=b"\x05\x00\x03\x01\x02\x01hi"), False),
+        (DeliverSm(short_message=b"hi", tlvs={Tag.SAR_MSG_REF_NUM: b"\x00\x01"}), False),
+        (DeliverSm(tlvs={Tag.MESSAGE_PAYLOAD: b"hello"}), False),
+        (DataSm(tlvs={Tag.MESSAGE_PAYLOAD: b"hello"}), False),
+    ],
+)
+def test_plain_message_matches_the_reassembly_path(
+    pdu: DeliverSm | SubmitSm | DataSm, plain: bool
+) -> None:
+    """plain_message gives what fragment_from_pdu + Reassembler.add give, or None when the
+    PDU needs that path (UDH, sar_* or message_payload TLVs, data_sm)."""
+    got = plain_message(pdu)
+    if not plain:
+        assert got is None
+        return
+    reassembler = Reassembler(timeout=60.0, max_per_source=4, max_total=16)
+    assert got == reassembler.add(fragment_from_pdu(pdu), 0.0)
