@@ -151,6 +151,38 @@ def _broken(conn: Conn, exc: BaseException) -> bool:
     return False
 
 
+def _gather(jobs: list[Job]) -> Hints:
+    """The hints of a batch: every job's, concatenated; complete if every job's is."""
+    keys: list[str] = []
+    request_keys: list[str] = []
+    msisdns: list[str] = []
+    iccids: list[str] = []
+    load_ids: list[str] = []
+    accounts: list[str] = []
+    complete = True
+    for job in jobs:
+        hints = job.hints
+        if hints is not NO_HINTS:
+            keys += hints.keys
+            request_keys += hints.request_keys
+            msisdns += hints.msisdns
+            iccids += hints.iccids
+            load_ids += hints.load_ids
+            accounts += hints.accounts
+        complete = complete and hints.complete
+    return Hints._make(
+        (
+            tuple(keys),
+            tuple(request_keys),
+            tuple(msisdns),
+            tuple(iccids),
+            tuple(load_ids),
+            tuple(accounts),
+            complete,
+        )
+    )
+
+
 class Runner:
     """Applies batches of jobs in write transactions."""
 
@@ -222,23 +254,10 @@ class Runner:
             conn.begin_write()
             # one clock reading per transaction: every request in it happens "now"
             tx = Tx(conn, self._limits, self._meta, self.now())
-            keys: list[str] = []
-            request_keys: list[str] = []
-            msisdns: list[str] = []
-            iccids: list[str] = []
-            load_ids: list[str] = []
-            accounts: list[str] = []
-            complete = True
-            for job in jobs:
-                hints = job.hints
-                if hints is not NO_HINTS:
-                    keys += hints.keys
-                    request_keys += hints.request_keys
-                    msisdns += hints.msisdns
-                    iccids += hints.iccids
-                    load_ids += hints.load_ids
-                    accounts += hints.accounts
-                complete = complete and hints.complete
+            if len(jobs) == 1:  # a lone job's hints are the batch's
+                keys, request_keys, msisdns, iccids, load_ids, accounts, complete = jobs[0].hints
+            else:
+                keys, request_keys, msisdns, iccids, load_ids, accounts, complete = _gather(jobs)
             tx.prefetch(
                 keys=keys,
                 request_keys=request_keys,
@@ -271,9 +290,13 @@ class Runner:
             for job in jobs:
                 if job.thunk is not None:
                     job.result = job.thunk()
-            with conn.pipeline():  # PostgreSQL: all writes and the COMMIT in one round trip
+            if conn.dialect == "sqlite":  # no pipeline to open (nor its context manager)
                 tx.write()
                 conn.commit()
+            else:
+                with conn.pipeline():  # PostgreSQL: all writes and the COMMIT in one round trip
+                    tx.write()
+                    conn.commit()
             tx.committed()
         finally:
             if tx is not None:
@@ -372,8 +395,11 @@ class GroupCommitter:
                 break
             batch, stop = self._collect(first)
             try:
-                with self._db.connection() as conn:
+                conn = self._db.acquire()
+                try:
                     self._runner.run(conn, batch)
+                finally:
+                    self._db.release(conn)
             except BaseException as exc:  # the pool could not give a connection
                 self._runner.fail(batch, exc)
             finally:

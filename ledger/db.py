@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import sqlite3
 import threading
 import uuid
@@ -36,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -120,6 +120,11 @@ def _compact_json() -> Callable[[Any], str]:
 dumps: Final = _compact_json()
 
 
+#: the C JSON scanner behind ``json.loads``, called directly: SQLite's JSON functions give
+#: compact, valid text (no surrounding whitespace to skip, nothing after the value)
+_scan_json: Final[Callable[[str, int], tuple[Any, int]]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
 @lru_cache(maxsize=512)
 def _pg_sql(sql: str) -> str:
     return sql.replace("?", "%s")
@@ -132,6 +137,81 @@ def _pg_columns(types: tuple[str, ...], names: tuple[str, ...] | None = None) ->
     if names is not None:
         cols = [f"{c} AS {n}" for c, n in zip(cols, names, strict=True)]
     return ", ".join(cols)
+
+
+def _flat(rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """The rows' values, row after row (the parameters of a multi-row statement)."""
+    if len(rows) == 1:
+        return list(rows[0])
+    return list(chain.from_iterable(rows))
+
+
+# Statement texts depend only on the statement's shape (and, on SQLite, its row count):
+# built once per shape, not per batch.
+@lru_cache(maxsize=256)
+def _pg_insert_sql(prefix: str, types: tuple[str, ...], suffix: str) -> str:
+    return (
+        f"{prefix} SELECT {_pg_columns(types)} "  # noqa: S608 - constant SQL
+        f"FROM jsonb_array_elements(CAST(? AS jsonb)) AS r{suffix}"
+    )
+
+
+@lru_cache(maxsize=1024)
+def _sqlite_insert_sql(prefix: str, width: int, count: int, suffix: str) -> str:
+    template = f"({', '.join('?' * width)})"
+    return f"{prefix} VALUES {', '.join([template] * count)}{suffix}"
+
+
+@lru_cache(maxsize=1024)
+def _sqlite_in(column: str, count: int) -> str:
+    return f"{column} IN ({', '.join('?' * count)})"
+
+
+@lru_cache(maxsize=256)
+def _sqlite_select_sql(queries: tuple[tuple[str, str], ...]) -> str:
+    parts = [f"(SELECT json_group_array(json_array({c})) {r})" for c, r in queries]
+    return f"SELECT {', '.join(parts)}"
+
+
+def _set_clause(
+    table: str, cols: tuple[str, ...], added: tuple[str, ...], values: list[str]
+) -> str:
+    return ", ".join(
+        f"{c} = {table}.{c} + {v}" if c in added else f"{c} = {v}"
+        for c, v in zip(cols, values, strict=True)
+    )
+
+
+@lru_cache(maxsize=1024)
+def _pg_update_sql(  # noqa: PLR0917 - positional: an lru_cache key
+    table: str,
+    key: str,
+    cols: tuple[str, ...],
+    types: tuple[str, ...],
+    added: tuple[str, ...],
+    count: int,
+) -> str:
+    sets = _set_clause(table, cols, added, [f"v.{c}" for c in cols])
+    # The LIMIT (the row count itself) is the planner's only clue to how many rows the JSON
+    # holds: without it jsonb_array_elements counts as 100 rows, and an update of a few rows
+    # of a large table became a hash join over all of it.
+    return (
+        f"UPDATE {table} SET {sets} FROM (SELECT {_pg_columns(types, (key, *cols))} "  # noqa: S608 - constant names
+        f"FROM jsonb_array_elements(CAST(? AS jsonb)) AS r LIMIT {count}) AS v "
+        f"WHERE {table}.{key} = v.{key}"
+    )
+
+
+@lru_cache(maxsize=1024)
+def _sqlite_update_sql(
+    table: str, key: str, cols: tuple[str, ...], added: tuple[str, ...], count: int
+) -> str:
+    sets = _set_clause(table, cols, added, [f"v.column{i + 2}" for i in range(len(cols))])
+    template = f"({', '.join('?' * (len(cols) + 1))})"
+    return (
+        f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([template] * count)}) "  # noqa: S608
+        f"AS v WHERE {table}.{key} = v.column1"
+    )
 
 
 class Conn:
@@ -227,7 +307,7 @@ class Conn:
                 f"{column} = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(? AS jsonb))))",
                 (dumps(list(values)),),
             )
-        return f"{column} IN ({', '.join('?' * len(values))})", tuple(values)
+        return _sqlite_in(column, len(values)), tuple(values)
 
     def select(self, cols: str, rest: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """``SELECT {cols} {rest}``: all rows. On SQLite the rows come back aggregated into one
@@ -253,11 +333,15 @@ class Conn:
                 self.send(sql, params)
             if not queries:
                 return []
-            parts = [f"(SELECT json_group_array(json_array({c})) {r})" for c, r, _p in queries]
-            row = self.one(f"SELECT {', '.join(parts)}", [p for _c, _r, ps in queries for p in ps])
+            sql = _sqlite_select_sql(tuple([(c, r) for c, r, _p in queries]))
+            if len(queries) == 1:
+                params = queries[0][2]
+            else:
+                params = [p for _c, _r, ps in queries for p in ps]
+            row = self.one(sql, params)
             if row is None:
                 raise StorageError("the database returned no row for a batch read")
-            return [[] if v is None else [tuple(r) for r in json.loads(v)] for v in row]
+            return [[] if v is None else [tuple(r) for r in _scan_json(v, 0)[0]] for v in row]
         if self._pipe is not None:
             raise RuntimeError("results are read after the pipeline, not inside it")
         if len(queries) == 1 and not sends and self._begin is None:
@@ -312,22 +396,13 @@ class Conn:
         if not rows:
             return []
         if self.dialect == "postgresql":
-            return [
-                (
-                    f"{prefix} SELECT {_pg_columns(types)} "  # noqa: S608 - constant SQL
-                    f"FROM jsonb_array_elements(CAST(? AS jsonb)) AS r{suffix}",
-                    (dumps(rows),),
-                    False,
-                )
-            ]
-        template = f"({', '.join('?' * len(types))})"
+            return [(_pg_insert_sql(prefix, types, suffix), (dumps(rows),), False)]
+        width = len(types)
         per = max(1, _MAX_PARAMS // len(rows[0]))
+        if len(rows) <= per:  # the usual case: one statement, its text cached per row count
+            return [(_sqlite_insert_sql(prefix, width, len(rows), suffix), _flat(rows), False)]
         return [
-            (
-                f"{prefix} VALUES {', '.join([template] * len(chunk))}{suffix}",
-                [value for row in chunk for value in row],
-                False,
-            )
+            (_sqlite_insert_sql(prefix, width, len(chunk), suffix), _flat(chunk), False)
             for chunk in (rows[i : i + per] for i in range(0, len(rows), per))
         ]
 
@@ -364,35 +439,17 @@ class Conn:
         :meth:`insert_statements`). ``types``: the SQL types of key and columns."""
         if not rows:
             return []
-        added = set(cols) if increment is True else set(increment or ())
-
-        def plus(c: str) -> str:
-            return f"{table}.{c} + " if c in added else ""
-
+        names = tuple(cols)
+        added = names if increment is True else tuple(increment or ())
         if self.dialect == "postgresql":
-            sets = ", ".join(f"{c} = {plus(c)}v.{c}" for c in cols)
-            # The LIMIT (the row count itself) is the planner's only clue to how many rows
-            # the JSON holds: without it jsonb_array_elements counts as 100 rows, and an
-            # update of a few rows of a large table became a hash join over all of it.
             return [
-                (
-                    f"UPDATE {table} SET {sets} FROM (SELECT {_pg_columns(types, (key, *cols))} "  # noqa: S608 - constant names
-                    f"FROM jsonb_array_elements(CAST(? AS jsonb)) AS r LIMIT {len(rows)}) AS v "
-                    f"WHERE {table}.{key} = v.{key}",
-                    (dumps(rows),),
-                    False,
-                )
+                (_pg_update_sql(table, key, names, types, added, len(rows)), (dumps(rows),), False)
             ]
-        sets = ", ".join(f"{c} = {plus(c)}v.column{i + 2}" for i, c in enumerate(cols))
-        template = f"({', '.join('?' * (len(cols) + 1))})"
-        per = max(1, _MAX_PARAMS // (len(cols) + 1))
+        per = max(1, _MAX_PARAMS // (len(names) + 1))
+        if len(rows) <= per:  # the usual case: one statement, its text cached per row count
+            return [(_sqlite_update_sql(table, key, names, added, len(rows)), _flat(rows), False)]
         return [
-            (
-                f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([template] * len(chunk))}) "  # noqa: S608
-                f"AS v WHERE {table}.{key} = v.column1",
-                [value for row in chunk for value in row],
-                False,
-            )
+            (_sqlite_update_sql(table, key, names, added, len(chunk)), _flat(chunk), False)
             for chunk in (rows[i : i + per] for i in range(0, len(rows), per))
         ]
 
@@ -528,7 +585,7 @@ class Database:
             self._sqlite_uri = uri
         # an in-memory SQLite database is one connection shared under the pool's discipline
         self._max = 1 if self._memory else max(1, pool_size)
-        self._idle: queue.LifoQueue[Conn] = queue.LifoQueue()
+        self._idle: list[Conn] = []  # idle connections, the last used last (under _lock)
         self._slots = threading.BoundedSemaphore(self._max)
         self._lock = threading.Lock()
         self._all: list[Conn] = []
@@ -610,27 +667,42 @@ class Database:
     @contextmanager
     def connection(self) -> Iterator[Conn]:
         """Borrow a connection; broken ones are closed instead of returned."""
+        conn = self.acquire()
+        try:
+            yield conn
+        finally:
+            self.release(conn)
+
+    def acquire(self) -> Conn:
+        """Borrow a connection (waiting while all are lent); give it back with
+        :meth:`release`. :meth:`connection` without its context manager, for hot paths."""
         if self._closed:
             raise StorageError("the ledger is closed")
         self._slots.acquire()
-        conn: Conn | None = None
         try:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                conn = self._open()
+            with self._lock:
+                if self._idle:
+                    return self._idle.pop()  # the most recently used: its caches are warm
+            conn = self._open()
+            with self._lock:
+                self._all.append(conn)
+            return conn
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self, conn: Conn) -> None:
+        """Give back a connection from :meth:`acquire`; a broken one is closed instead."""
+        try:
+            if conn.broken or self._closed:
+                conn.close()
                 with self._lock:
-                    self._all.append(conn)
-            yield conn
+                    if conn in self._all:
+                        self._all.remove(conn)
+            else:
+                with self._lock:
+                    self._idle.append(conn)
         finally:
-            if conn is not None:
-                if conn.broken or self._closed:
-                    conn.close()
-                    with self._lock:
-                        if conn in self._all:
-                            self._all.remove(conn)
-                else:
-                    self._idle.put(conn)
             self._slots.release()
 
     def migrate(self) -> int:

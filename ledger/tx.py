@@ -27,10 +27,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
+from operator import attrgetter
 from typing import Any, Final
 
-from ledger.db import Conn
+from ledger.db import Conn, Statement, dumps
 from ledger.errors import StorageError
 from ledger.limits import Limits, check_currency, check_funds
 from ledger.schema import NON_NEGATIVE_KINDS
@@ -211,6 +212,62 @@ _L_COLS: Final = (
 )
 
 
+#: updatable columns of the holder tables and their SQL types, key first (see
+#: :meth:`Tx._update_statements`); a timestamp column comes last
+_WALLET_SETS: Final = (
+    ("id", "text"),
+    ("state", "text"),
+    ("card_iccid", "text"),
+    ("topup_day", "text"),
+    ("topup_count", "integer"),
+    ("closed_at", "timestamptz"),
+)
+_CARD_SETS: Final = (
+    ("iccid", "text"),
+    ("state", "text"),
+    ("in_flight", "bigint"),
+    ("retired_at", "timestamptz"),
+)
+_LOAD_SETS: Final = (("id", "text"), ("state", "text"), ("updated_at", "timestamptz"))
+_ACCOUNT_SETS: Final = ("balance", "last_transfer")
+_ACCOUNT_TYPES: Final = ("text", "bigint", "bigint")
+_ACCOUNT_ADDED: Final = ("balance",)
+_LOAD_TYPES: Final = (
+    ("text",) * 5
+    + ("bigint", "text", "bigint", "text", "text")
+    + ("timestamptz", "timestamptz", "text")
+)
+_TRANSFER_INSERT: Final = (
+    "INSERT INTO transfers (id, code, amount, debit_account, credit_account, currency, "
+    "key, request_hash, context, debit_balance, credit_balance, created_at, occurred_at, "
+    "debit_prev, credit_prev)"
+)
+_TRANSFER_TYPES: Final = (
+    ("bigint", "text", "bigint")
+    + ("text",) * 5
+    + ("jsonb", "bigint", "bigint", "timestamptz", "timestamptz", "bigint", "bigint")
+)
+
+
+@lru_cache(maxsize=64)
+def _update_shape(
+    sets: tuple[tuple[str, str], ...], changed: frozenset[str]
+) -> tuple[str, tuple[str, ...], tuple[str, ...], Callable[[Any], tuple[Any, ...]], bool]:
+    """Key, columns, SQL types, row getter and whether the last column is a timestamp, of
+    the UPDATE of the columns ``changed`` among ``sets``."""
+    key, key_type = sets[0]
+    chosen = [(c, t) for c, t in sets[1:] if c in changed]
+    names = tuple(c for c, _t in chosen)
+    types = (key_type, *(t for _c, t in chosen))
+    return (
+        key,
+        names,
+        types,
+        attrgetter(key, *names),
+        bool(chosen) and chosen[-1][1] == "timestamptz",
+    )
+
+
 class Tx:
     """One write transaction's row cache, change log and flush."""
 
@@ -249,6 +306,9 @@ class Tx:
         }
         #: the change log: one undo function per change (see :meth:`mark`)
         self.undo_log: list[Callable[[], None]] = []
+        #: per row type, the fields :meth:`set` changed on some row of this batch: the
+        #: flush's UPDATE sets only those columns (the others hold what was read under lock)
+        self._changed: dict[type, set[str]] = {}
 
     # -- savepoints (in memory) ----------------------------------------------------------
     def mark(self) -> int:
@@ -268,11 +328,17 @@ class Tx:
 
     def set(self, row: Any, **changes: Any) -> None:
         """Change fields of a cached row (logged)."""
+        log = self.undo_log
         for name, value in changes.items():
-            self.undo_log.append(_restore(row, name, getattr(row, name)))
+            log.append(partial(setattr, row, name, getattr(row, name)))
             setattr(row, name, value)
         if hasattr(row, "dirty"):
             row.dirty = True
+            changed = self._changed.get(type(row))
+            if changed is None:
+                self._changed[type(row)] = set(changes)
+            else:
+                changed.update(changes)
 
     def _put(self, cache: dict[str, Any], key: str, value: Any) -> None:
         had, old = key in cache, cache.get(key)
@@ -458,16 +524,33 @@ class Tx:
         sequence (:meth:`prepare` uses them if every account the batch moves money on was
         locked here, and no new account is created; otherwise it allocates anew)."""
         conn, lock = self.conn, self._lock
-        wallet_ids: set[str] = set()
         iccids = set(iccids)
         load_wanted = sorted(set(load_ids) - self._loads.keys())
-        if load_wanted:  # one more round trip: whose locks to take first
+        wallet_ids: set[str] = set()
+        owned: list[str] = []
+        if load_wanted and conn.dialect == "postgresql":
+            # the loads' wallets and cards are selected by a subquery on the loads (wallet id
+            # and ICCID never change) in the same statement, ahead of the loads' own lock: the
+            # locks are still taken wallets, cards, loads, and no round trip is spent on the
+            # owners (on SQLite such a statement cost more than the read it saves)
+            owned = load_wanted
+        elif load_wanted:  # one more statement: whose locks to take first
             cond, params = conn.in_("id", load_wanted)
-            for wallet_id, iccid in conn.select(
-                "wallet_id, iccid", f"FROM loads WHERE {cond}", params
-            ):
+            # one load: a plain row read, as cheap as the JSON-aggregated one without its
+            # decoding
+            owners = (
+                conn.execute(f"SELECT wallet_id, iccid FROM loads WHERE {cond}", params)  # noqa: S608 - constant SQL, values bound
+                if len(load_wanted) == 1
+                else conn.select("wallet_id, iccid", f"FROM loads WHERE {cond}", params)
+            )
+            for wallet_id, iccid in owners:
                 wallet_ids.add(str(wallet_id))
                 iccids.add(str(iccid))
+        owned_cond, owned_params = conn.in_("id", owned) if owned else ("", ())
+        #: wallets and cards this batch already holds: a row the owner subquery reads again
+        #: is left as it is (unless an MSISDN or ICCID hint wanted it, as before)
+        held_wallets = set(self._wallets)
+        held_cards = set(self._cards)
         queries: list[tuple[str, str, Sequence[Any]]] = []
         handlers: list[Callable[[list[tuple[Any, ...]]], None]] = []
 
@@ -503,7 +586,7 @@ class Tx:
             handlers.append(got_keys)
         msisdn_wanted = sorted(set(msisdns) - self._open_by_msisdn.keys())
         id_wanted = sorted(wallet_ids - self._wallets.keys())
-        if msisdn_wanted or id_wanted:
+        if msisdn_wanted or id_wanted or owned:
             where: list[str] = []
             params = ()
             if msisdn_wanted:
@@ -514,6 +597,9 @@ class Tx:
                 cond, more = conn.in_("w.id", id_wanted)
                 where.append(cond)
                 params += more
+            if owned:
+                where.append(self._owned("w.id", "wallet_id", owned_cond))
+                params += owned_params
             queries.append(
                 (
                     f"{_W_COLS_W}, a.kind, a.currency, a.balance, a.last_transfer",
@@ -527,6 +613,8 @@ class Tx:
                 for msisdn in msisdn_wanted:
                     self._open_by_msisdn[msisdn] = None
                 for row in rows:
+                    if row[0] in held_wallets and row[1] not in msisdn_wanted:
+                        continue  # held already, only a load's owner
                     wallet = self._wallet_from(row)
                     if wallet.state == "open":
                         self._open_by_msisdn[wallet.msisdn] = wallet.id
@@ -534,21 +622,41 @@ class Tx:
 
             handlers.append(got_wallets)
         card_wanted = sorted(iccids - self._cards.keys())
-        if card_wanted:
-            cond, params = conn.in_("c.iccid", card_wanted)
+        if card_wanted or owned:
+            where = []
+            params = ()
+            if card_wanted and owned:  # PostgreSQL
+                # one array, not an OR of two: the planner keeps the index lookup
+                params = (dumps(card_wanted), *owned_params)
+                union = f"UNION ALL SELECT iccid FROM loads WHERE {owned_cond}"  # noqa: S608
+                where.append(
+                    "c.iccid = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(? AS jsonb)) "
+                    f"{union}))"
+                )
+            else:
+                if card_wanted:
+                    cond, params = conn.in_("c.iccid", card_wanted)
+                    where.append(cond)
+                if owned:
+                    where.append(self._owned("c.iccid", "iccid", owned_cond))
+                    params += owned_params
             queries.append(
                 (
                     f"{_C_COLS_C}, a.kind, a.currency, a.balance, a.last_transfer",
                     "FROM cards c JOIN accounts a ON a.id = c.purse_account "
-                    f"WHERE {cond} ORDER BY c.iccid{lock and ' FOR UPDATE OF c, a'}",
+                    f"WHERE {' OR '.join(where)} ORDER BY c.iccid"
+                    f"{lock and ' FOR UPDATE OF c, a'}",
                     params,
                 )
             )
+            wanted_cards = set(card_wanted)
 
             def got_cards(rows: list[tuple[Any, ...]]) -> None:
                 for iccid in card_wanted:
                     self._cards[iccid] = None
                 for row in rows:
+                    if row[0] in held_cards and row[0] not in wanted_cards:
+                        continue  # held already, only a load's card
                     card = self._card_from(row)
                     self._cards[card.iccid] = card
                     self._account_from(card.purse_account, row[-4:])
@@ -604,6 +712,13 @@ class Tx:
         if queries:
             for handler, rows in zip(handlers, conn.select_many(queries), strict=True):
                 handler(rows)
+
+    def _owned(self, column: str, owner: str, cond: str) -> str:
+        """``column`` among the ``owner`` column of the loads matching ``cond`` (PostgreSQL:
+        ``= ANY(ARRAY(...))``, an index lookup as :meth:`~ledger.db.Conn.in_`)."""
+        if self.conn.dialect == "postgresql":
+            return f"{column} = ANY(ARRAY(SELECT {owner} FROM loads WHERE {cond}))"  # noqa: S608
+        return f"{column} IN (SELECT {owner} FROM loads WHERE {cond})"  # noqa: S608
 
     def _account_from(self, account_id: str, row: Sequence[Any]) -> None:
         """Cache an account read under lock by the prefetch (kind, currency, balance, latest
@@ -860,7 +975,7 @@ class Tx:
 
     def write(self) -> None:
         """Second round trip of the flush: every write, pipelined on PostgreSQL (the runner
-        adds the COMMIT to the same pipeline)."""
+        adds the COMMIT to the same pipeline). Categories without rows cost nothing."""
         conn = self.conn
         now = self.now
         memo: dict[datetime, Any] = {now: conn.row_ts(now)}
@@ -873,161 +988,188 @@ class Tx:
 
         now_ts = memo[now]
         to_json = conn.row_json
+        new = self._new
+        changed = self._changed
 
-        heads = self._heads
-        deltas = sorted((a, self._accounts[a].delta, heads[a]) for a in heads)
         # the holders first, one statement each, updates before inserts: a closed wallet (or
         # a retired card) frees its unique slot; then the rest, in any order
-        conn.update_rows(
-            "wallets",
-            "id",
-            ("state", "card_iccid", "topup_day", "topup_count", "closed_at"),
-            ("text", "text", "text", "text", "integer", "timestamptz"),
-            [
-                (
-                    w.id,
-                    w.state,
-                    w.card_iccid,
-                    w.topup_day,
-                    w.topup_count,
-                    ts(w.closed_at) if w.closed_at else None,
-                )
-                for w in self._wallets.values()
-                if w.dirty and not w.new
-            ],
-        )
-        conn.insert_rows(
-            f"INSERT INTO wallets ({_W_COLS})",
-            ("text",) * 7 + ("integer", "timestamptz", "timestamptz"),
-            [
-                (
-                    w.id,
-                    w.msisdn,
-                    w.id_number,
-                    w.state,
-                    w.cash_account,
-                    w.card_iccid,
-                    w.topup_day,
-                    w.topup_count,
-                    ts(w.created_at),
-                    ts(w.closed_at) if w.closed_at else None,
-                )
-                for w in self._new["wallets"]
-            ],
-        )
-        conn.update_rows(
-            "cards",
-            "iccid",
-            ("state", "in_flight", "retired_at"),
-            ("text", "text", "bigint", "timestamptz"),
-            [
-                (c.iccid, c.state, c.in_flight, ts(c.retired_at) if c.retired_at else None)
-                for c in self._cards.values()
-                if c is not None and c.dirty and not c.new
-            ],
-        )
-        conn.insert_rows(
-            f"INSERT INTO cards ({_C_COLS})",
-            ("text",) * 5 + ("bigint", "timestamptz", "timestamptz"),
-            [
-                (
-                    c.iccid,
-                    c.wallet_id,
-                    c.msisdn,
-                    c.state,
-                    c.purse_account,
-                    c.in_flight,
-                    ts(c.enabled_at),
-                    ts(c.retired_at) if c.retired_at else None,
-                )
-                for c in self._new["cards"]
-            ],
-        )
-        conn.insert_rows(
-            "INSERT INTO merchants (id, name, account, created_at)",
-            ("text", "text", "text", "timestamptz"),
-            [(m.id, m.name, m.account, ts(m.created_at)) for m in self._new["merchants"]],
-        )
-        together = conn.update_statements(
-            "accounts",
-            "id",
-            ("balance", "last_transfer"),
-            ("text", "bigint", "bigint"),
-            deltas,
-            increment=("balance",),
-        )
-        together += conn.insert_statements(
-            f"INSERT INTO loads ({_L_COLS})",
-            ("text",) * 5
-            + ("bigint", "text", "bigint", "text", "text")
-            + ("timestamptz", "timestamptz", "text"),
-            [
-                (
-                    ld.id,
-                    ld.key,
-                    ld.wallet_id,
-                    ld.msisdn,
-                    ld.iccid,
-                    ld.amount,
-                    ld.state,
-                    ld.online_counter,
-                    ld.channel,
-                    ld.day,
-                    ts(ld.created_at),
-                    ts(ld.updated_at),
-                    ld.credit,
-                )
-                for ld in self._new["loads"]
-            ],
-        )
-        together += conn.update_statements(
-            "loads",
-            "id",
-            ("state", "updated_at"),
-            ("text", "text", "timestamptz"),
-            [
-                (ld.id, ld.state, ts(ld.updated_at))
-                for ld in self._loads.values()
-                if ld is not None and ld.dirty and not ld.new
-            ],
-        )
-        together += conn.insert_statements(
-            "INSERT INTO transfers (id, code, amount, debit_account, credit_account, currency, "
-            "key, request_hash, context, debit_balance, credit_balance, created_at, occurred_at, "
-            "debit_prev, credit_prev)",
-            ("bigint", "text", "bigint")
-            + ("text",) * 5
-            + ("jsonb", "bigint", "bigint", "timestamptz", "timestamptz", "bigint", "bigint"),
-            [
-                (
-                    t.id,
-                    t.code,
-                    t.amount,
-                    t.debit,
-                    t.credit,
-                    t.currency,
-                    t.key,
-                    t.request_hash,
-                    to_json(t.context),
-                    t.debit_balance,
-                    t.credit_balance,
-                    now_ts if t.created_at is now else ts(t.created_at),
-                    now_ts if t.occurred_at is now else ts(t.occurred_at),
-                    t.debit_prev,
-                    t.credit_prev,
-                )
-                for t in self._transfers
-            ],
-        )
-        together += conn.insert_statements(
-            "INSERT INTO requests (key, op, request_hash, result, created_at)",
-            ("text", "text", "text", "jsonb", "timestamptz"),
-            [
-                (r.key, r.op, r.request_hash, to_json(encode_view(r.value())), now_ts)
-                for r in self._new["requests"]
-            ],
-        )
-        conn.send_together(together)
+        if WalletRow in changed:
+            self._update(
+                "wallets",
+                _WALLET_SETS,
+                changed[WalletRow],
+                [w for w in self._wallets.values() if w.dirty and not w.new],
+                ts,
+            )
+        if new["wallets"]:
+            conn.insert_rows(
+                f"INSERT INTO wallets ({_W_COLS})",
+                ("text",) * 7 + ("integer", "timestamptz", "timestamptz"),
+                [
+                    (
+                        w.id,
+                        w.msisdn,
+                        w.id_number,
+                        w.state,
+                        w.cash_account,
+                        w.card_iccid,
+                        w.topup_day,
+                        w.topup_count,
+                        ts(w.created_at),
+                        ts(w.closed_at) if w.closed_at else None,
+                    )
+                    for w in new["wallets"]
+                ],
+            )
+        if CardRow in changed:
+            self._update(
+                "cards",
+                _CARD_SETS,
+                changed[CardRow],
+                [c for c in self._cards.values() if c is not None and c.dirty and not c.new],
+                ts,
+            )
+        if new["cards"]:
+            conn.insert_rows(
+                f"INSERT INTO cards ({_C_COLS})",
+                ("text",) * 5 + ("bigint", "timestamptz", "timestamptz"),
+                [
+                    (
+                        c.iccid,
+                        c.wallet_id,
+                        c.msisdn,
+                        c.state,
+                        c.purse_account,
+                        c.in_flight,
+                        ts(c.enabled_at),
+                        ts(c.retired_at) if c.retired_at else None,
+                    )
+                    for c in new["cards"]
+                ],
+            )
+        if new["merchants"]:
+            conn.insert_rows(
+                "INSERT INTO merchants (id, name, account, created_at)",
+                ("text", "text", "text", "timestamptz"),
+                [(m.id, m.name, m.account, ts(m.created_at)) for m in new["merchants"]],
+            )
+        together: list[Statement] = []
+        heads = self._heads
+        if heads:
+            accounts = self._accounts
+            together += conn.update_statements(
+                "accounts",
+                "id",
+                _ACCOUNT_SETS,
+                _ACCOUNT_TYPES,
+                sorted([(a, accounts[a].delta, h) for a, h in heads.items()]),
+                increment=_ACCOUNT_ADDED,
+            )
+        if new["loads"]:
+            together += conn.insert_statements(
+                f"INSERT INTO loads ({_L_COLS})",
+                _LOAD_TYPES,
+                [
+                    (
+                        ld.id,
+                        ld.key,
+                        ld.wallet_id,
+                        ld.msisdn,
+                        ld.iccid,
+                        ld.amount,
+                        ld.state,
+                        ld.online_counter,
+                        ld.channel,
+                        ld.day,
+                        ts(ld.created_at),
+                        ts(ld.updated_at),
+                        ld.credit,
+                    )
+                    for ld in new["loads"]
+                ],
+            )
+        if LoadRow in changed:
+            together += self._update_statements(
+                "loads",
+                _LOAD_SETS,
+                changed[LoadRow],
+                [ld for ld in self._loads.values() if ld is not None and ld.dirty and not ld.new],
+                ts,
+            )
+        if self._transfers:
+            together += conn.insert_statements(
+                _TRANSFER_INSERT,
+                _TRANSFER_TYPES,
+                [
+                    (
+                        t.id,
+                        t.code,
+                        t.amount,
+                        t.debit,
+                        t.credit,
+                        t.currency,
+                        t.key,
+                        t.request_hash,
+                        to_json(t.context),
+                        t.debit_balance,
+                        t.credit_balance,
+                        now_ts if t.created_at is now else ts(t.created_at),
+                        now_ts if t.occurred_at is now else ts(t.occurred_at),
+                        t.debit_prev,
+                        t.credit_prev,
+                    )
+                    for t in self._transfers
+                ],
+            )
+        if new["requests"]:
+            together += conn.insert_statements(
+                "INSERT INTO requests (key, op, request_hash, result, created_at)",
+                ("text", "text", "text", "jsonb", "timestamptz"),
+                [
+                    (r.key, r.op, r.request_hash, to_json(encode_view(r.value())), now_ts)
+                    for r in new["requests"]
+                ],
+            )
+        if together:
+            conn.send_together(together)
+
+    def _update(
+        self,
+        table: str,
+        sets: tuple[tuple[str, str], ...],
+        changed: Iterable[str],
+        rows: list[Any],
+        ts: Callable[[datetime], Any],
+    ) -> None:
+        for sql, params, binary in self._update_statements(table, sets, changed, rows, ts):
+            self.conn.send(sql, params, binary=binary)
+
+    def _update_statements(
+        self,
+        table: str,
+        sets: tuple[tuple[str, str], ...],
+        changed: Iterable[str],
+        rows: list[Any],
+        ts: Callable[[datetime], Any],
+    ) -> list[Statement]:
+        """The UPDATE of the changed rows of a holder table: of its updatable columns
+        (``sets``, key first), those :meth:`set` changed on some row of the batch (a row that
+        did not change one writes back the value it read under lock). Setting fewer columns
+        spares SQLite the upkeep of the indexes on the others (a partial index on ``state``
+        was rewritten at every top-up)."""
+        if not rows:
+            return []
+        key, names, types, get, stamp = _update_shape(sets, frozenset(changed))
+        if not names:
+            return []
+        if stamp:  # the last column is a timestamp: datetimes travel as row_ts text
+            values = [
+                (*r[:-1], ts(r[-1]) if isinstance(r[-1], datetime) else r[-1])
+                for r in map(get, rows)
+            ]
+        else:
+            values = list(map(get, rows))
+        return self.conn.update_statements(table, key, names, types, values)
 
     def committed(self) -> None:
         """After commit: remember the new accounts' immutable kind and currency."""
@@ -1042,10 +1184,3 @@ def _move(debit: AccountRow, credit: AccountRow, amount: int) -> None:
         debit.balance -= amount
     if credit.balance is not None:
         credit.balance += amount
-
-
-def _restore(row: Any, name: str, value: Any) -> Callable[[], None]:
-    def undo() -> None:
-        setattr(row, name, value)
-
-    return undo
