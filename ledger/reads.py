@@ -36,11 +36,14 @@ _T_COLS: Final = (
 )
 
 
+# An MSISDN's wallets, the open one first, then the latest generation (ids are MSISDN,
+# MSISDN.2, MSISDN.3, ...: longer is later, then by text), not by ``created_at``, which two
+# wallets opened and closed within one clock tick share.
 def _wallet_row(conn: Conn, msisdn: str) -> tuple[Any, ...]:
     row = conn.one(
         "SELECT id, msisdn, state, cash_account, card_iccid, topup_day, topup_count "
         "FROM wallets WHERE msisdn = ? "
-        "ORDER BY CASE WHEN state = 'open' THEN 0 ELSE 1 END, created_at DESC LIMIT 1",
+        "ORDER BY CASE WHEN state = 'open' THEN 0 ELSE 1 END, length(id) DESC, id DESC LIMIT 1",
         (msisdn,),
     )
     if row is None:
@@ -60,7 +63,7 @@ _WALLET_SQL: Final = (
     "COALESCE(c.in_flight, 0) "
     "FROM (SELECT msisdn, state, card_iccid, topup_day, topup_count, cash_account "
     "FROM wallets WHERE msisdn = ? "
-    "ORDER BY CASE WHEN state = 'open' THEN 0 ELSE 1 END, created_at DESC LIMIT 1) w "
+    "ORDER BY CASE WHEN state = 'open' THEN 0 ELSE 1 END, length(id) DESC, id DESC LIMIT 1) w "
     "LEFT JOIN cards c ON c.iccid = w.card_iccid"
 )
 

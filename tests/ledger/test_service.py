@@ -643,6 +643,23 @@ def test_close_wallet_refusals_and_reopen(ledger: Ledger) -> None:
     assert ledger.verify().ok
 
 
+def test_latest_closed_wallet_within_one_clock_tick(ledger: Ledger) -> None:
+    """With the clock standing still, an MSISDN's views show its latest wallet generation,
+    also past the ninth (ids MSISDN.9 < MSISDN.10 only by length), not an older one that
+    shares its creation time."""
+    funded_wallet(ledger, cash=100_000)
+    loaded_card(ledger, 1_000)
+    ledger.close_wallet(MSISDN, request_id="c1", teller="T1", hall="H01", card_balance=1_000)
+    assert ledger.wallet(MSISDN).topups_today == 1
+    for generation in range(2, 12):
+        ledger.open_wallet(MSISDN, ID_NUMBER)
+        ledger.deposit(MSISDN, generation, "bank", request_id=f"d{generation}")
+        ledger.close_wallet(MSISDN, request_id=f"c{generation}", teller="T1", hall="H01")
+        view = ledger.wallet(MSISDN)
+        assert (view.state, view.topups_today) == ("closed", 0)
+        assert sorted(e.amount for e in ledger.history(MSISDN)) == [-generation, generation]
+
+
 def test_close_empty_wallet_needs_no_hall(ledger: Ledger) -> None:
     """A wallet with nothing to refund closes without teller or hall."""
     ledger.open_wallet(MSISDN, ID_NUMBER)

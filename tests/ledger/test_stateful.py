@@ -40,6 +40,11 @@ MSISDNS = ("8613800000001", "8613800000002", "8613800000003")
 ICCIDS = tuple(f"8986000000000000000{i}" for i in range(6))
 REQUEST_IDS = tuple(f"r{i}" for i in range(6))
 LOAD_KEYS = st.integers(0, 40).map(lambda i: f"mo:{i}")
+#: a load's credit note: not part of the request (a replay with another note is the same)
+CREDITS = st.one_of(
+    st.none(),
+    st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=60),
+)
 MERCHANTS = {"M1": "CNY", "M2": "CNY", "MU": "USD"}
 AMOUNTS = st.one_of(
     st.sampled_from([1, 100, 999, 10_000, 29_999, 49_999, 50_000]),
@@ -81,6 +86,7 @@ class MLoad:
     amount: int
     day: str
     state: str = "reserved"
+    credit: str | None = None
 
 
 @dataclass
@@ -250,10 +256,14 @@ class LedgerMachine(RuleBasedStateMachine):
         amount=AMOUNTS,
         counter=st.integers(0, 3),
         key=LOAD_KEYS,
+        credit=CREDITS,
     )
-    def reserve_load(self, msisdn: str, iccid: str, amount: int, counter: int, key: str) -> None:
-        """Reserve a top-up, the card honestly reporting its mirror balance."""
-        self._reserve(msisdn, iccid, amount, counter, key)
+    def reserve_load(
+        self, msisdn: str, iccid: str, amount: int, counter: int, key: str, *, credit: str | None
+    ) -> None:
+        """Reserve a top-up, the card honestly reporting its mirror balance; a replay with
+        another credit note returns the first one."""
+        self._reserve(msisdn, iccid, amount, counter, key, credit=credit)
 
     @rule(msisdn=st.sampled_from(MSISDNS), keys=st.lists(LOAD_KEYS, min_size=1, max_size=7))
     def small_topups(self, msisdn: str, keys: list[str]) -> None:
@@ -261,9 +271,11 @@ class LedgerMachine(RuleBasedStateMachine):
         for key in keys:
             wallet = self.model.open_wallet(msisdn)
             iccid = wallet.card if wallet is not None and wallet.card else ICCIDS[0]
-            self._reserve(msisdn, iccid, 100, 0, key)
+            self._reserve(msisdn, iccid, 100, 0, key, credit=None)
 
-    def _reserve(self, msisdn: str, iccid: str, amount: int, counter: int, key: str) -> None:
+    def _reserve(
+        self, msisdn: str, iccid: str, amount: int, counter: int, key: str, *, credit: str | None
+    ) -> None:
         model = self.model
         card = model.cards.get(iccid)
         reported = card.purse if card is not None else 0
@@ -296,17 +308,29 @@ class LedgerMachine(RuleBasedStateMachine):
                 def apply(
                     result: Any, wallet: MWallet = wallet, card: MCard = card, count: int = count
                 ) -> None:
-                    assert (result.state, result.amount) == ("reserved", amount)
+                    assert (result.state, result.amount, result.credit) == (
+                        "reserved",
+                        amount,
+                        credit,
+                    )
                     wallet.cash -= amount
                     wallet.day, wallet.count = today, count + 1
                     card.in_flight += amount
-                    model.loads[result.id] = MLoad(result.id, wallet, iccid, amount, today)
+                    model.loads[result.id] = MLoad(
+                        result.id, wallet, iccid, amount, today, credit=credit
+                    )
 
                 expect = Expect(apply=apply)
         self._check(
             expect,
             lambda: self.ledger.reserve_load(
-                msisdn, iccid, amount, card_balance=reported, online_counter=counter, key=key
+                msisdn,
+                iccid,
+                amount,
+                card_balance=reported,
+                online_counter=counter,
+                key=key,
+                credit=credit,
             ),
             mkey,
             sig,
@@ -518,6 +542,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 card_balance=reported,
                 online_counter=counter,
                 key=key.removeprefix("load:"),
+                credit="another note",
             )
         elif kind == "purchase":
             _, merchant, amount = sig
@@ -560,8 +585,8 @@ class LedgerMachine(RuleBasedStateMachine):
             ld.id: ld for ld in self.model.loads.values() if ld.state in ("reserved", "in_doubt")
         }
         got = self.ledger.pending_loads()
-        assert {ld.id: (ld.state, ld.amount) for ld in got} == {
-            k: (v.state, v.amount) for k, v in pending.items()
+        assert {ld.id: (ld.state, ld.amount, ld.credit) for ld in got} == {
+            k: (v.state, v.amount, v.credit) for k, v in pending.items()
         }
 
     @invariant()
