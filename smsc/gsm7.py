@@ -30,6 +30,7 @@ __all__ = [
     "encode",
     "pack",
     "septet_length",
+    "try_encode",
     "unpack",
 ]
 
@@ -125,20 +126,40 @@ def _first_unencodable(text: str) -> UnencodableError:
     raise AssertionError("no unencodable character")  # pragma: no cover
 
 
+def _septets(text: str) -> str | None:
+    """The unpacked septets of ``text`` as a str (ASCII), or None if it is not encodable.
+
+    A non-ASCII character missing from the table costs ``str.translate`` a failed lookup
+    (a raised and cleared LookupError) each: text in another script (Chinese, UCS2) is
+    refused by one set test instead.
+    """
+    if not text.isascii() and not _ENCODABLE.issuperset(text):
+        return None
+    septets = text.translate(_ENCODE)
+    return septets if septets.isascii() else None
+
+
 def encode(text: str) -> bytes:
     """Text -> unpacked septets (one per octet; extension characters as ESC + code).
 
     Raises :class:`UnencodableError` naming the first character outside the alphabet.
     """
-    septets = text.translate(_ENCODE)
-    if not septets.isascii():
+    septets = _septets(text)
+    if septets is None:
         raise _first_unencodable(text)
     return septets.encode("ascii")
 
 
+def try_encode(text: str) -> bytes | None:
+    """:func:`encode`, or None (instead of raising) when ``text`` is not encodable: the
+    check and the conversion in one pass."""
+    septets = _septets(text)
+    return None if septets is None else septets.encode("ascii")
+
+
 def can_encode(text: str) -> bool:
     """True when every character is in the default alphabet or its extension table."""
-    return text.translate(_ENCODE).isascii()
+    return _septets(text) is not None
 
 
 def septet_length(text: str) -> int:
@@ -146,8 +167,8 @@ def septet_length(text: str) -> int:
 
     Raises :class:`UnencodableError` like :func:`encode`.
     """
-    septets = text.translate(_ENCODE)
-    if not septets.isascii():
+    septets = _septets(text)
+    if septets is None:
         raise _first_unencodable(text)
     return len(septets)
 

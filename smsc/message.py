@@ -21,8 +21,14 @@ from dataclasses import dataclass
 
 from smsc.esme_core import ABORTED, INVALID, TIMEOUT
 from smsc.pdu import ESM_UDHI, SubmitSm, status_name
-from smsc.segment import LongMode, ReferenceAllocator, Segment, segment_binary, segment_text
-from smsc.text import Encoding, choose_encoding
+from smsc.segment import (
+    LongMode,
+    ReferenceAllocator,
+    Segment,
+    segment_binary,
+    segment_encoded,
+)
+from smsc.text import Encoding, encode_auto, encode_text
 from smsc.udh import InformationElement
 from stkpay.config import SmscConfig
 
@@ -214,36 +220,35 @@ def _segments(
     msg: OutboundMessage, config: SmscConfig, references: ReferenceAllocator
 ) -> list[Segment]:
     mode = msg.long_mode if msg.long_mode is not None else _LONG_MODES[config.long_messages]
-    wide = mode is not LongMode.UDH8
     if msg.user_data is not None:
         coding = 0x04 if msg.data_coding is None else msg.data_coding
         return [Segment(part, True, {}, coding) for part in msg.user_data]
+    destination = msg.destination
+    wide = mode is not LongMode.UDH8
+
+    def reference() -> int:  # drawn only for a message of more than one part
+        return references.next(destination, wide=wide)
+
     if msg.data is not None:
         coding = 0x04 if msg.data_coding is None else msg.data_coding
-        parts = segment_binary(msg.data, mode, 0, data_coding=coding, extra_ies=msg.extra_ies)
-        if len(parts) > 1:
-            ref = references.next(msg.destination, wide=wide)
-            parts = segment_binary(msg.data, mode, ref, data_coding=coding, extra_ies=msg.extra_ies)
-        return parts
+        return segment_binary(
+            msg.data, mode, reference, data_coding=coding, extra_ies=msg.extra_ies
+        )
     text = msg.text
     assert text is not None
     enc = msg.encoding
-    if enc is None:
-        enc = choose_encoding(text)
-        default = config.data_coding_default
-        if default != "gsm7":
-            charset = Encoding(default)
-            try:
-                text.encode("ascii" if charset is Encoding.ASCII else "latin-1")
-            except UnicodeEncodeError:
-                enc = Encoding.UCS2
-            else:
-                enc = charset
-    parts = segment_text(text, enc, mode, 0, extra_ies=msg.extra_ies)
-    if len(parts) > 1:
-        ref = references.next(msg.destination, wide=wide)
-        parts = segment_text(text, enc, mode, ref, extra_ies=msg.extra_ies)
-    return parts
+    if enc is not None:
+        data = encode_text(text, enc)
+    elif config.data_coding_default == "gsm7":
+        enc, data = encode_auto(text)  # the GSM-7 check and conversion in one pass
+    else:
+        enc = Encoding(config.data_coding_default)
+        try:
+            data = text.encode("ascii" if enc is Encoding.ASCII else "latin-1")
+        except UnicodeEncodeError:
+            enc = Encoding.UCS2
+            data = encode_text(text, enc)
+    return segment_encoded(data, enc, mode, reference, extra_ies=msg.extra_ies)
 
 
 def build_submits(

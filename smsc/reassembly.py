@@ -21,7 +21,7 @@ from typing import Final
 
 from smsc.pdu import ESM_UDHI, DataSm, DeliverSm, SubmitSm, Tag
 from smsc.text import Encoding, decode_text, encoding_of
-from smsc.udh import CONCAT_IEIS, InformationElement, find_concat, split_udh
+from smsc.udh import CONCAT_IEIS, InformationElement, UdhError, find_concat, split_udh
 
 __all__ = [
     "Expired",
@@ -110,22 +110,35 @@ def fragment_from_pdu(pdu: SubmitSm | DeliverSm | DataSm) -> Fragment:
 
 
 def plain_message(pdu: SubmitSm | DeliverSm | DataSm) -> Message | None:
-    """The whole :class:`Message` of a short_message sent whole: no UDHI (§5.2.12) and no
-    TLVs (so no sar_* or message_payload, §5.3.2.22-24, §5.3.2.32); None otherwise.
+    """The whole :class:`Message` of a short_message sent whole: no TLVs (so no sar_* or
+    message_payload, §5.3.2.22-24, §5.3.2.32) and either no UDHI (§5.2.12) or a UDH holding
+    one IE that is not a concatenation IE (the common OTA MO: the TS 31.115 command or
+    response packet IE); None otherwise, a malformed UDH included (that path reports it).
 
     The same message :func:`fragment_from_pdu` then :meth:`Reassembler.add` would give, for
     the common MO, without the intermediate :class:`Fragment`.
     """
-    if isinstance(pdu, DataSm) or pdu.tlvs or pdu.esm_class & ESM_UDHI:
+    if isinstance(pdu, DataSm) or pdu.tlvs:
         return None
+    esm_class = pdu.esm_class
+    user_data = pdu.short_message
+    ies: tuple[InformationElement, ...] = ()
+    if esm_class & ESM_UDHI:
+        try:
+            ies, user_data = split_udh(user_data)
+        except UdhError:
+            return None
+        if len(ies) > 1 or (ies and ies[0].iei in CONCAT_IEIS):
+            return None
+        esm_class &= ~ESM_UDHI
     return Message(
         pdu.source_addr,
         pdu.destination_addr,
         pdu.data_coding,
-        pdu.esm_class,
+        esm_class,
         pdu.protocol_id,
-        bytes(pdu.short_message),
-        (),
+        bytes(user_data),
+        ies,
         1,
     )
 
@@ -183,7 +196,9 @@ class _Set:
 
 def _message(parts: list[Fragment]) -> Message:
     first = parts[0]
-    if len(parts) == 1 and not first.ies:  # the common MO: one part, no other IEs
+    # The common MO: one part with at most one IE (e.g. the TS 31.115 command or response
+    # packet IE of an OTA message), so nothing to merge or deduplicate.
+    if len(parts) == 1 and len(first.ies) < 2:
         return Message(
             first.source,
             first.destination,
@@ -191,7 +206,7 @@ def _message(parts: list[Fragment]) -> Message:
             first.esm_class & ~ESM_UDHI,
             first.protocol_id,
             first.payload,
-            (),
+            first.ies,
             1,
         )
     seen: set[InformationElement] = set()

@@ -26,13 +26,13 @@ from __future__ import annotations
 import enum
 import random
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from smsc.gsm7 import ESC
 from smsc.pdu import Tag
 from smsc.text import Encoding, data_coding_for, encode_text
-from smsc.udh import CONCAT_IEIS, Concat, InformationElement, build_udh
+from smsc.udh import CONCAT_IEIS, IEI_CONCAT_8, IEI_CONCAT_16, InformationElement, build_udh
 
 __all__ = [
     "MAX_PARTS",
@@ -42,6 +42,7 @@ __all__ = [
     "ReferenceAllocator",
     "Segment",
     "segment_binary",
+    "segment_encoded",
     "segment_text",
 ]
 
@@ -49,6 +50,10 @@ MAX_USER_DATA = 140  # octets of TP-User-Data in one SMS, UDH included (TS 23.04
 MAX_PARTS = 255  # sar_total_segments and the concat IE count parts in one octet
 MAX_PAYLOAD = 0xFFFF  # message_payload TLV length field (SMPP §5.3.2.32)
 SAR_UDH_RESERVE = 6  # octets of a 16-bit concatenation IE (§9.2.3.24.8)
+
+#: A concatenation reference, or what draws one: called only when a message needs more than
+#: one part (a :class:`ReferenceAllocator`'s counter advances only for those).
+Reference = int | Callable[[], int]
 
 
 class LongMode(enum.StrEnum):
@@ -114,13 +119,19 @@ def _ie_octets(ies: Sequence[InformationElement]) -> int:
     return sum(2 + len(ie.data) for ie in ies)
 
 
+def _check_reference(reference: int, mode: LongMode) -> None:
+    limit = 0xFF if mode is LongMode.UDH8 else 0xFFFF
+    if not 0 <= reference <= limit:
+        raise ValueError(f"reference {reference} out of range 0..{limit} for {mode}")
+
+
 def _segment(
     data: bytes,
     unit: _Unit,
     data_coding: int,
     mode: LongMode,
     *,
-    reference: int,
+    reference: Reference,
     extra_ies: Sequence[InformationElement],
 ) -> list[Segment]:
     extra = tuple(extra_ies)
@@ -135,9 +146,8 @@ def _segment(
             raise ValueError(f"message of {len(payload)} octets exceeds message_payload's 65535")
         return [Segment(b"", bool(extra), {Tag.MESSAGE_PAYLOAD: payload}, data_coding)]
 
-    limit = 0xFF if mode is LongMode.UDH8 else 0xFFFF
-    if not 0 <= reference <= limit:
-        raise ValueError(f"reference {reference} out of range 0..{limit} for {mode}")
+    if isinstance(reference, int):
+        _check_reference(reference, mode)
 
     unit_octets = 2 if unit is _Unit.UTF16 else 1
     if len(data) <= _capacity(unit, len(extra_udh)) * unit_octets:
@@ -156,21 +166,61 @@ def _segment(
     total = len(chunks)
     if total > MAX_PARTS:
         raise ValueError(f"message needs {total} parts, more than {MAX_PARTS}")
+    if isinstance(reference, int):
+        ref = reference
+    else:
+        ref = reference()
+        _check_reference(ref, mode)
 
-    segments: list[Segment] = []
-    for seqnum, chunk in enumerate(chunks, start=1):
-        if mode is LongMode.SAR:
-            tlvs: dict[int, bytes] = {
-                Tag.SAR_MSG_REF_NUM: reference.to_bytes(2, "big"),
-                Tag.SAR_TOTAL_SEGMENTS: bytes((total,)),
-                Tag.SAR_SEGMENT_SEQNUM: bytes((seqnum,)),
-            }
-            segments.append(Segment(extra_udh + chunk, bool(extra), tlvs, data_coding))
-        else:
-            concat = Concat(reference, total, seqnum, ref16=mode is LongMode.UDH16).to_ie()
-            udh = build_udh((concat, *extra))
-            segments.append(Segment(udh + chunk, True, {}, data_coding))
-    return segments
+    if mode is LongMode.SAR:
+        ref_num = ref.to_bytes(2, "big")
+        total_octet = bytes((total,))
+        return [
+            Segment(
+                extra_udh + chunk,
+                bool(extra),
+                {
+                    Tag.SAR_MSG_REF_NUM: ref_num,
+                    Tag.SAR_TOTAL_SEGMENTS: total_octet,
+                    Tag.SAR_SEGMENT_SEQNUM: bytes((seqnum,)),
+                },
+                data_coding,
+            )
+            for seqnum, chunk in enumerate(chunks, start=1)
+        ]
+    # UDHL, the concatenation IE (§9.2.3.24.1 8-bit / .8 16-bit reference) first, then the
+    # extra IEs: what build_udh((Concat(...).to_ie(), *extra)) gives, without the objects.
+    if mode is LongMode.UDH8:
+        head = bytes((udh_len - 1, IEI_CONCAT_8, 3, ref))
+    else:
+        head = bytes((udh_len - 1, IEI_CONCAT_16, 4, ref >> 8, ref & 0xFF))
+    extra_body = extra_udh[1:]
+    return [
+        Segment(head + bytes((total, seqnum)) + extra_body + chunk, True, {}, data_coding)
+        for seqnum, chunk in enumerate(chunks, start=1)
+    ]
+
+
+_UNITS = {Encoding.GSM7: _Unit.SEPTET, Encoding.UCS2: _Unit.UTF16}
+
+
+def segment_encoded(
+    data: bytes,
+    enc: Encoding,
+    mode: LongMode,
+    reference: Reference,
+    *,
+    gsm7_coding: int = 0x00,
+    extra_ies: Sequence[InformationElement] = (),
+) -> list[Segment]:
+    """:func:`segment_text` for text already encoded with ``enc`` (:func:`~smsc.text.encode_text`).
+
+    ``reference`` may also be a callable drawing one (called only when the message needs
+    more than one part), so that a message is encoded and split once.
+    """
+    unit = _UNITS.get(enc, _Unit.OCTET)
+    data_coding = data_coding_for(enc, gsm7_coding=gsm7_coding)
+    return _segment(data, unit, data_coding, mode, reference=reference, extra_ies=extra_ies)
 
 
 def segment_text(
@@ -191,27 +241,26 @@ def segment_text(
     :class:`~smsc.gsm7.UnencodableError` if ``enc`` cannot carry the text and ValueError when
     it needs more than 255 parts.
     """
-    data = encode_text(text, enc)
-    if enc is Encoding.GSM7:
-        unit = _Unit.SEPTET
-    elif enc is Encoding.UCS2:
-        unit = _Unit.UTF16
-    else:
-        unit = _Unit.OCTET
-    data_coding = data_coding_for(enc, gsm7_coding=gsm7_coding)
-    return _segment(data, unit, data_coding, mode, reference=reference, extra_ies=extra_ies)
+    return segment_encoded(
+        encode_text(text, enc),
+        enc,
+        mode,
+        reference,
+        gsm7_coding=gsm7_coding,
+        extra_ies=extra_ies,
+    )
 
 
 def segment_binary(
     data: bytes,
     mode: LongMode,
-    reference: int,
+    reference: Reference,
     *,
     data_coding: int = 0x04,
     extra_ies: Sequence[InformationElement] = (),
 ) -> list[Segment]:
     """Split 8-bit data for ``mode`` (140 octets per part less the UDH); see
-    :func:`segment_text`."""
+    :func:`segment_text` and, for a callable ``reference``, :func:`segment_encoded`."""
     return _segment(
         bytes(data), _Unit.OCTET, data_coding, mode, reference=reference, extra_ies=extra_ies
     )

@@ -22,6 +22,7 @@ __all__ = [
     "choose_encoding",
     "data_coding_for",
     "decode_text",
+    "encode_auto",
     "encode_text",
     "encoding_of",
 ]
@@ -99,6 +100,18 @@ def encoding_of(data_coding: int, *, default: Encoding = Encoding.GSM7) -> Encod
 def choose_encoding(text: str) -> Encoding:
     """GSM7 when the default alphabet (with its extension table) can carry ``text``, else UCS2."""
     return Encoding.GSM7 if gsm7.can_encode(text) else Encoding.UCS2
+
+
+def encode_auto(text: str) -> tuple[Encoding, bytes]:
+    """:func:`choose_encoding` and :func:`encode_text` in one pass: GSM7 septets when the
+    default alphabet can carry ``text``, else UTF-16-BE (UCS2).
+
+    Raises :class:`UnencodableError` for text UCS2 cannot carry either (a lone surrogate).
+    """
+    septets = gsm7.try_encode(text)
+    if septets is not None:
+        return Encoding.GSM7, septets
+    return Encoding.UCS2, _encode_codec(text, "utf-16-be", Encoding.UCS2)
 
 
 def _encode_codec(text: str, codec: str, enc: Encoding) -> bytes:

@@ -158,3 +158,15 @@ def test_pack_unpack_reject_bad_arguments() -> None:
         gsm7.unpack(b"\x00" * 6, 8)
     with pytest.raises(ValueError, match="count"):
         gsm7.unpack(b"", -1)
+
+
+@given(st.text(alphabet=st.sampled_from("aZ0 @£€{[Δ`中\u00a0é\U0001f600"), max_size=40))
+def test_try_encode_agrees_with_encode(text: str) -> None:
+    """try_encode is encode's result, or None exactly where encode raises (mixed scripts:
+    encodable non-ASCII, an unencodable ASCII character, CJK, non-BMP)."""
+    try:
+        expected: bytes | None = gsm7.encode(text)
+    except gsm7.UnencodableError:
+        expected = None
+    assert gsm7.try_encode(text) == expected
+    assert gsm7.can_encode(text) is (expected is not None)

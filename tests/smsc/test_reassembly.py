@@ -460,6 +460,12 @@ def test_binary_round_trip(data: st.DataObject, payload: bytes, mode: LongMode, 
         (DeliverSm(source_addr="1", esm_class=0x80, protocol_id=7, data_coding=8), True),
         (SubmitSm(source_addr="1", short_message=b"x" * 160), True),
         (DeliverSm(esm_class=ESM_UDHI, short_message=b"\x05\x00\x03\x01\x02\x01hi"), False),
+        (DeliverSm(esm_class=ESM_UDHI, short_message=b"\x02\x70\x00pkt"), True),
+        (DeliverSm(esm_class=ESM_UDHI | 0x80, protocol_id=0x7F, short_message=b"\x00x"), True),
+        (DeliverSm(esm_class=ESM_UDHI, short_message=b"\x04\x70\x00\x71\x00pkt"), False),
+        (DeliverSm(esm_class=ESM_UDHI, short_message=b"\x04\x00\x02\x01\x01hi"), False),
+        (DeliverSm(esm_class=ESM_UDHI, short_message=b"\x09\x70\x00"), False),
+        (DeliverSm(esm_class=ESM_UDHI), False),
         (DeliverSm(short_message=b"hi", tlvs={Tag.SAR_MSG_REF_NUM: b"\x00\x01"}), False),
         (DeliverSm(tlvs={Tag.MESSAGE_PAYLOAD: b"hello"}), False),
         (DataSm(tlvs={Tag.MESSAGE_PAYLOAD: b"hello"}), False),
@@ -469,10 +475,39 @@ def test_plain_message_matches_the_reassembly_path(
     pdu: DeliverSm | SubmitSm | DataSm, plain: bool
 ) -> None:
     """plain_message gives what fragment_from_pdu + Reassembler.add give, or None when the
-    PDU needs that path (UDH, sar_* or message_payload TLVs, data_sm)."""
+    PDU needs that path (a UDH with concatenation or several IEs, a malformed UDH, sar_* or
+    message_payload TLVs, data_sm)."""
     got = plain_message(pdu)
     if not plain:
         assert got is None
+        return
+    reassembler = Reassembler(timeout=60.0, max_per_source=4, max_total=16)
+    assert got == reassembler.add(fragment_from_pdu(pdu), 0.0)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0x00, 0x08, 0x70, 0x71, 0x05]), st.binary(max_size=5)),
+        max_size=3,
+    ),
+    st.binary(max_size=20),
+    st.integers(0, 255),
+)
+def test_plain_message_with_udh_matches_the_reassembly_path(
+    ies: list[tuple[int, bytes]], payload: bytes, esm_class: int
+) -> None:
+    """For any UDH (well-formed or not, concatenation IEs of any length included): whenever
+    plain_message gives a message, it is the one the reassembly path gives."""
+    udh = b"".join(bytes((iei, len(data))) + data for iei, data in ies)
+    pdu = DeliverSm(
+        source_addr="1",
+        destination_addr="2",
+        esm_class=esm_class | ESM_UDHI,
+        short_message=bytes((len(udh),)) + udh + payload,
+    )
+    got = plain_message(pdu)
+    if got is None:
         return
     reassembler = Reassembler(timeout=60.0, max_per_source=4, max_total=16)
     assert got == reassembler.add(fragment_from_pdu(pdu), 0.0)

@@ -18,14 +18,16 @@ from smsc.segment import (
     ReferenceAllocator,
     Segment,
     segment_binary,
+    segment_encoded,
     segment_text,
 )
-from smsc.text import Encoding
+from smsc.text import Encoding, encode_text
 from smsc.udh import (
     IEI_COMMAND_PACKET,
     Concat,
     InformationElement,
     Ports,
+    build_udh,
     find_concat,
     find_ports,
     split_udh,
@@ -294,3 +296,70 @@ def test_reference_allocator_bounded_lru() -> None:
     assert len(alloc) == 3
     with pytest.raises(ValueError):
         ReferenceAllocator(0)
+
+
+EXTRA_IE_SETS = [(), (PORTS16,), (InformationElement(IEI_COMMAND_PACKET),), (PORTS16, PORTS16)]
+
+
+@settings(max_examples=150)
+@given(
+    st.integers(0, 700),
+    st.sampled_from([LongMode.UDH8, LongMode.UDH16]),
+    st.integers(0, 0xFFFF),
+    st.sampled_from(EXTRA_IE_SETS),
+)
+def test_concat_udh_bytes(
+    size: int, mode: LongMode, ref: int, extra: tuple[InformationElement, ...]
+) -> None:
+    """Each part of a long message starts with build_udh((the concat IE, *extra_ies)): the
+    UDH is built without the IE objects, octet for octet as from them."""
+    if mode is LongMode.UDH8:
+        ref &= 0xFF
+    data = bytes(i & 0xFF for i in range(size))
+    parts = segment_binary(data, mode, ref, extra_ies=extra)
+    if len(parts) == 1:
+        assert parts[0].short_message == (build_udh(extra) if extra else b"") + data
+        return
+    total = len(parts)
+    joined = b""
+    for seqnum, part in enumerate(parts, start=1):
+        udh = build_udh((Concat(ref, total, seqnum, ref16=mode is LongMode.UDH16).to_ie(), *extra))
+        assert part.short_message.startswith(udh)
+        assert part.udhi and part.tlvs == {} and part.data_coding == 0x04
+        joined += part.short_message[len(udh) :]
+    assert joined == data
+
+
+@settings(max_examples=150)
+@given(
+    st.text(alphabet="ab€中\U0001f600", max_size=400),
+    st.sampled_from(list(LongMode)),
+    st.integers(0, 255),
+)
+def test_callable_reference_drawn_only_for_long_messages(
+    text: str, mode: LongMode, ref: int
+) -> None:
+    """segment_encoded with a callable reference gives segment_text's parts for the reference
+    it returns, and calls it only when the message needs more than one part."""
+    enc = Encoding.GSM7 if gsm7.can_encode(text) else Encoding.UCS2
+    drawn: list[int] = []
+
+    def draw() -> int:
+        drawn.append(ref)
+        return ref
+
+    try:
+        expected = segment_text(text, enc, mode, ref)
+    except ValueError:
+        with pytest.raises(ValueError):
+            segment_encoded(encode_text(text, enc), enc, mode, draw)
+        assert drawn == []
+        return
+    assert segment_encoded(encode_text(text, enc), enc, mode, draw) == expected
+    assert drawn == ([ref] if len(expected) > 1 else [])
+
+
+def test_callable_reference_out_of_range() -> None:
+    """A drawn reference is range-checked like a given one."""
+    with pytest.raises(ValueError, match="out of range"):
+        segment_binary(bytes(300), LongMode.UDH8, lambda: 256)

@@ -12,6 +12,7 @@ from smsc.text import (
     choose_encoding,
     data_coding_for,
     decode_text,
+    encode_auto,
     encode_text,
     encoding_of,
 )
@@ -152,3 +153,18 @@ def test_round_trip_every_encoding_that_fits(text: str) -> None:
 def test_binary_round_trip(data: bytes) -> None:
     """BINARY text is a lossless view of the octets."""
     assert encode_text(decode_text(data, Encoding.BINARY), Encoding.BINARY) == data
+
+
+@given(st.text(max_size=80) | st.text(alphabet="abc €{中文\ud800", max_size=80))
+def test_encode_auto_is_choose_then_encode(text: str) -> None:
+    """encode_auto gives what choose_encoding then encode_text give, and raises alike (a
+    lone surrogate cannot go as UCS2)."""
+    enc = choose_encoding(text)
+    try:
+        expected = encode_text(text, enc)
+    except UnencodableError as exc:
+        with pytest.raises(UnencodableError) as caught:
+            encode_auto(text)
+        assert caught.value.position == exc.position
+    else:
+        assert encode_auto(text) == (enc, expected)
