@@ -60,6 +60,7 @@ from ledger.service import Ledger, LoadView
 from ota.apdu import CommandApdu
 from ota.commands import TAR_RFM_UICC
 from ota.errors import CounterTooLow, OtaError, ResponseStatus
+from ota.keys import CardKeys
 from ota.keystore import KeyStore
 from ota.pboc import (
     CreditForLoad,
@@ -500,7 +501,8 @@ class WalletApp:
         if check.verdict is PinVerdict.WRONG:
             return reply("refused_wrong_pin", attempts_left=check.attempts_left)
         expected_tid = self.config.terminal_id
-        purse = PurseKeys.from_card_keys(self.keystore.card_keys(iccid, self.keyset))
+        card_keys = self.keystore.card_keys(iccid, self.keyset)  # also for the CREDIT's packet
+        purse = PurseKeys.from_card_keys(card_keys)
         try:
             mac1_ok = (expected_tid is None or action.terminal_id == expected_tid) and (
                 verify_mac1_load(purse.dlk, init, action.amount, action.terminal_id)
@@ -565,6 +567,7 @@ class WalletApp:
                 action=action,
                 lang=lang,
                 purse=purse,
+                card_keys=card_keys,
                 date=date,
                 time=time,
                 resent=resend,
@@ -587,6 +590,7 @@ class WalletApp:
         action: wallet_mo.TopUp,
         lang: str,
         purse: PurseKeys,
+        card_keys: CardKeys,
         date: dt.date,
         time: dt.time,
         resent: bool = False,
@@ -610,6 +614,7 @@ class WalletApp:
                 CommandApdu(credit.cla, credit.ins, credit.p1, credit.p2, credit.data),
                 GET_RESPONSE_TAC,
             ],
+            card_keys=card_keys,
         )
         note = LoadNote(
             load_id=load.id,

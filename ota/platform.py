@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from ota.apdu import CommandApdu
 from ota.counters import CounterStore
 from ota.errors import MalformedPacket, OtaError, ResponseStatus
-from ota.keys import KeyAlgorithm
+from ota.keys import CardKeys, KeyAlgorithm
 from ota.keystore import KeyStore
 from ota.pboc import COMPACT_P3
 from ota.remote_apdu import RemoteApduError, RemoteResponse, build_compact, parse_compact_response
@@ -52,6 +52,7 @@ from ota.secured_packet import (
     Spi,
     decode_response,
     encode_command,
+    shared_keys,
 )
 from ota.smspp import command_user_data, parse_response_user_data
 
@@ -200,8 +201,12 @@ class OtaPlatform:
         """Commands awaiting a PoR."""
         return len(self._pending)
 
-    def _card_keys(self, iccid: str) -> tuple[int, Keys]:
-        card = self._keystore.card_keys(iccid, self.profile.keyset)
+    def _card_keys(self, iccid: str, card: CardKeys | None = None) -> tuple[int, Keys]:
+        """The version and OTA keys of the card's current keys of the profile's key set:
+        ``card`` when it holds them (the caller looked them up for this card already), else
+        from the key store."""
+        if card is None or card.keyset != self.profile.keyset or card.iccid != iccid:
+            card = self._keystore.card_keys(iccid, self.profile.keyset)
         pair = card.ota_keys()
         algorithm = card.get("kic").algorithm
         if (algorithm is KeyAlgorithm.AES) != (self.profile.cipher is CipherAlgorithm.AES_CBC):
@@ -211,7 +216,7 @@ class OtaPlatform:
             )
         if self.profile.cipher in _TDES_CIPHERS and algorithm is not KeyAlgorithm.TDES:
             raise ValueError(f"key set {self.profile.keyset!r} does not hold 3DES keys")
-        return card.version, Keys(kic=pair.kic, kid=pair.kid)
+        return card.version, shared_keys(pair.kic, pair.kid)
 
     def command(
         self,
@@ -220,11 +225,14 @@ class OtaPlatform:
         msisdn: str,
         tar: bytes,
         apdus: Sequence[CommandApdu],
+        card_keys: CardKeys | None = None,
     ) -> OutgoingCommand:
         """Secure ``apdus`` (a compact remote command, TS 102 226 §5.1.1) for the card
-        ``iccid`` at ``msisdn``: the counter is persisted before this returns."""
+        ``iccid`` at ``msisdn``: the counter is persisted before this returns. ``card_keys``:
+        the card's current keys of the profile's key set when the caller has just looked them
+        up (saves a key store look-up; keys of another card or key set are not used)."""
         data = build_compact(apdus, overrides=COMPACT_P3)
-        version, keys = self._card_keys(iccid)
+        version, keys = self._card_keys(iccid, card_keys)
         profile = self.profile
         kic, kid = profile.kic(version), profile.kid(version)
         counter = self._counters.next(iccid, profile.keyset)

@@ -43,6 +43,7 @@ from ota.secured_packet import (
     Keys,
     decode_command,
     decode_command_header,
+    shared_keys,
 )
 
 __all__ = [
@@ -141,7 +142,7 @@ class SecuredMoReceiver:
             pair = card.ota_keys()
         except (KeyStoreError, KeysError) as exc:
             raise BadKey(f"no key set {self._keyset} v{version} for this card: {exc}") from None
-        return Keys(kic=pair.kic, kid=pair.kid)
+        return shared_keys(pair.kic, pair.kid)
 
     def receive(self, iccid: str, packet: bytes) -> ReceivedPacket:
         """Verify ``packet`` (CPL to the end) from the card ``iccid``. Raises

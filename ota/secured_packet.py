@@ -34,9 +34,10 @@ Rules applied (each checked against public vectors, see tests/ota/test_secured_p
 
 Only the ``cryptography`` package does cryptography here; DES and 3DES come from its
 ``decrepit`` namespace. Module state is read-only or a pure memo: the KIc/KID decodings of all
-256 octets are tabled at import and SPI decodings are memoised; nothing else is global. A
-:class:`Keys` keeps the cipher and CMAC objects it has built (per algorithm), so reusing one
-``Keys`` for a card's packets skips their set-up; results never depend on it.
+256 octets are tabled at import, SPI decodings are memoised, and so are the :class:`Keys` of
+the last key pairs given to :func:`shared_keys`; nothing else is global. A :class:`Keys` keeps
+the cipher and CMAC objects it has built (per algorithm), so reusing one ``Keys`` for a card's
+packets skips their set-up; results never depend on it.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ __all__ = [
     "encode_response",
     "por_wanted",
     "response_for_error",
+    "shared_keys",
 ]
 
 MAX_COUNTER = 2**40 - 1  # CNTR is 5 octets (§5.1)
@@ -417,6 +419,16 @@ class Keys:
 
     def __reduce__(self) -> tuple[type[Keys], tuple[bytes, bytes]]:
         return (Keys, (self.kic, self.kid))  # pickle/copy the keys, not the cached objects
+
+
+@lru_cache(maxsize=1024)
+def shared_keys(kic: bytes, kid: bytes) -> Keys:
+    """The one :class:`Keys` for this KIc/KID pair among the last 1024 pairs asked for, so that
+    whoever handles a card's packets (the receiver of its MO, the platform securing the
+    command that answers it, the PoR check) reuses the cipher and CMAC objects built for it
+    (about 2 kB per pair, warm). A new key (a rotation) is a new pair; the old one ages out.
+    Thread-safe; the memo shows no key (``cache_info`` counts only)."""
+    return Keys(kic=kic, kid=kid)
 
 
 def _need_key(role: str, key: bytes, sizes: tuple[int, ...], what: str) -> None:

@@ -13,6 +13,7 @@ import pytest
 from ota.apdu import CommandApdu, ResponseApdu
 from ota.counters import open_counter_store
 from ota.errors import BadChecksum, MalformedPacket, OtaError, ResponseStatus
+from ota.keys import CardKeys
 from ota.keystore import FileKeyStore, generate_keyset
 from ota.platform import OtaPlatform, UnmatchedPor
 from ota.remote_apdu import build_compact_response, split_compact
@@ -222,3 +223,65 @@ def test_por_of_a_command_sent_elsewhere_is_verified_with_the_cards_keys(tmp_pat
     # the sender still matches it to its own command, which it consumes
     assert sender.receive_por("1", genuine, iccid=ICCID_A).matched
     assert sender.pending == 0
+
+
+class _CountingStore:
+    """A key store that counts card-key look-ups (the rest is the wrapped store's)."""
+
+    def __init__(self, store: FileKeyStore) -> None:
+        self.store = store
+        self.lookups = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    def card_keys(self, iccid: str, keyset: str = "ota", version: int | None = None) -> CardKeys:
+        self.lookups += 1
+        return self.store.card_keys(iccid, keyset, version)
+
+
+def test_command_uses_the_callers_card_keys_only_when_they_fit(tmp_path: Path) -> None:
+    """Card keys the caller has just looked up secure the command without a second look-up;
+    keys of another card or another key set are not used: the store is asked, and the packet
+    verifies with the addressed card's keys."""
+    store = FileKeyStore(tmp_path / "keys.json")
+    generate_keyset(store, "ota", 1)
+    generate_keyset(store, "spare", 1)
+    counting = _CountingStore(store)
+    counters = open_counter_store(f"sqlite:///{tmp_path / 'counters.db'}")
+    platform = OtaPlatform(counting, counters, clock=lambda: 0.0)  # type: ignore[arg-type]
+    own = store.card_keys(ICCID_A, "ota")
+    out = platform.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF], card_keys=own)
+    assert counting.lookups == 0
+    assert split_compact(decode_command(out.packet, card_keys(platform, ICCID_A)).data) == [
+        SELECT_MF
+    ]
+    for wrong in (store.card_keys(ICCID_B, "ota"), store.card_keys(ICCID_A, "spare")):
+        before = counting.lookups
+        out = platform.command(
+            iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF], card_keys=wrong
+        )
+        assert counting.lookups == before + 1
+        decode_command(out.packet, card_keys(platform, ICCID_A))
+
+
+def test_a_key_set_rotated_by_another_process_secures_the_next_command(tmp_path: Path) -> None:
+    """The platform keeps no card keys of its own: after another process adds version 2 of
+    the key set to the key file, the next command is secured with the card's v2 keys (KIc
+    and KID name key set 2) and no longer verifies with v1's."""
+    path = tmp_path / "keys.json"
+    store = FileKeyStore(path)
+    generate_keyset(store, "ota", 1)
+    platform = OtaPlatform(
+        store, open_counter_store(f"sqlite:///{tmp_path / 'counters.db'}"), clock=lambda: 0.0
+    )
+    v1 = card_keys(platform, ICCID_A)
+    first = platform.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF])
+    decode_command(first.packet, v1)
+    generate_keyset(FileKeyStore(path), "ota", 2)  # the `stkpay keys` CLI, in effect
+    second = platform.command(iccid=ICCID_A, msisdn="1", tar=TAR, apdus=[SELECT_MF])
+    assert (second.packet[5] >> 4, second.packet[6] >> 4) == (2, 2)  # KIc, KID: key set 2
+    assert card_keys(platform, ICCID_A) != v1
+    decode_command(second.packet, card_keys(platform, ICCID_A))
+    with pytest.raises(BadChecksum):
+        decode_command(second.packet, v1)

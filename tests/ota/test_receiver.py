@@ -161,3 +161,22 @@ def test_history_matches_a_simple_model(events: list[tuple[int, bytes]]) -> None
         else:
             assert known is None and (not seen or counter > max(seen))
             seen[counter] = digest
+
+
+def test_a_key_file_replaced_by_another_process_is_used_at_once(tmp_path: Path) -> None:
+    """The receiver keeps no card keys of its own: when another process replaces the key file
+    with other masters under the same version, the next MO is checked with the card's new
+    keys, and a packet made with the old ones fails its CC."""
+    path = tmp_path / "keys.json"
+    store = FileKeyStore(path)
+    generate_keyset(store, "ota", 1)
+    rx = receiver(store)
+    old = keys_of(store, ICCID)
+    assert rx.receive(ICCID, packet(store, 1)).command.counter == 1
+    other = tmp_path / "other" / "keys.json"
+    generate_keyset(FileKeyStore(other), "ota", 1)
+    other.replace(path)  # the `stkpay keys` CLI rewriting the file, in effect
+    assert keys_of(store, ICCID) != old
+    assert rx.receive(ICCID, packet(store, 2)).command.counter == 2
+    with pytest.raises(BadChecksum):
+        rx.receive(ICCID, packet(store, 3, keys=old))

@@ -47,6 +47,7 @@ from ota.secured_packet import (
     encode_response,
     por_wanted,
     response_for_error,
+    shared_keys,
 )
 
 H = bytes.fromhex
@@ -606,6 +607,22 @@ def test_keys_pickle_without_cached_primitives() -> None:
     keys = Keys(kic=SECRET[:16], kid=SECRET[:16])
     _encode(Spi(integrity=Integrity.CC, ciphered=True), keys=keys)
     assert pickle.loads(pickle.dumps(keys)) == keys
+
+
+def test_shared_keys_are_one_object_per_key_pair_and_change_no_packet() -> None:
+    """shared_keys gives the same Keys for the same pair (its cipher objects warm for the
+    next user) and another for another pair; packets secured with it are byte for byte those
+    of a fresh Keys, and the memo shows no key."""
+    kic, kid = SECRET[:16], SECRET[8:24]
+    keys = shared_keys(kic, kid)
+    assert shared_keys(bytes(kic), bytes(kid)) is keys
+    assert shared_keys(kid, kic) is not keys
+    assert shared_keys(kid, kic) == Keys(kic=kid, kid=kic)
+    spi = Spi(integrity=Integrity.CC, ciphered=True)
+    packet = _encode(spi, keys=keys)
+    assert _encode(spi, keys=keys) == packet == _encode(spi, keys=Keys(kic=kic, kid=kid))
+    assert decode_command(packet, keys) == decode_command(packet, Keys(kic=kic, kid=kid))
+    assert kic.hex() not in repr(shared_keys.cache_info()).lower()
 
 
 def test_error_messages_never_contain_keys() -> None:
