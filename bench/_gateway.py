@@ -53,7 +53,7 @@ from ota.keystore import FileKeyStore, generate_keyset
 from simcard.fleet import Fleet, HandsetModelSpec, InProcessNetwork
 from simcard.phone import SmsReceived
 from smsc.handset import Handset, MailboxDirectory, MtMessage
-from stkpay.config import Config, SimAccount
+from stkpay.config import Config, GatewayConfig, SimAccount
 from stkpay.serve_process import ServeProcess, gateway_sections, write_config
 
 __all__ = [
@@ -305,7 +305,7 @@ class GatewayProcess(ServeProcess):
         window: int = 64,
         throughput: float = 10_000.0,
         grace_period: float = 5.0,
-        workers: int = 4,
+        workers: int = GatewayConfig().workers,
     ) -> None:
         self.stores = stores
         config = write_config(

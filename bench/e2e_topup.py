@@ -85,6 +85,7 @@ from ota.keystore import FileKeyStore
 from simcard.fleet import Fleet
 from smsc.handset import MtMessage
 from stk_menus.replies import LONGEST_VALUES, TEMPLATES, render
+from stkpay.config import GatewayConfig
 from stkpay.runner import run
 
 TOPUP: Final = "我的手机钱包/充值"
@@ -559,7 +560,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--throughput", type=float, default=10_000.0, help="gateway ESME submit_sm/s limit"
     )
-    parser.add_argument("--workers", type=int, default=4, help="gateway [gateway] workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=GatewayConfig().workers,
+        help="gateway [gateway] workers (default: the product's)",
+    )
     parser.add_argument("--ledger-url", help="PostgreSQL server for a second configuration")
     parser.add_argument("--redis-url", help="Redis for the second configuration's state")
     parser.add_argument("--quick", action="store_true", help="1,000 subscribers, 3 s rows")

@@ -273,7 +273,7 @@ class GatewayConfig:
     grace_period: float = _opt(10.0, _positive, "seconds SIGTERM allows to drain and unbind")
     in_doubt_after: float = _opt(300.0, _positive, "seconds before an unanswered load is in doubt")
     workers: int = _opt(
-        4, _positive, "threads running the wallet application; one subscriber's MO stay in order"
+        16, _positive, "threads running the wallet application; one subscriber's MO stay in order"
     )
     pin_pepper: Secret = _opt(
         Secret(""), _pepper_hex, "PIN hashing secret (hex); overridden by STKPAY_PIN_PEPPER"

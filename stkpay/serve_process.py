@@ -78,10 +78,17 @@ def gateway_sections(
     window: int = 64,
     throughput: float = 10_000.0,
     grace_period: float = 5.0,
-    workers: int = 4,
+    workers: int | None = None,
 ) -> dict[str, dict[str, object]]:
     """The configuration of a gateway bound to a loopback SMSC (the simulator) as a
-    transceiver, without delivery receipts, reconnecting fast; health on an ephemeral port."""
+    transceiver, without delivery receipts, reconnecting fast; health on an ephemeral port;
+    ``workers`` None: the product's default."""
+    gateway: dict[str, object] = {
+        "health": "tcp:0:interface=127.0.0.1",
+        "grace_period": grace_period,
+    }
+    if workers is not None:
+        gateway["workers"] = workers
     return {
         "smsc": {
             "host": "127.0.0.1",
@@ -100,11 +107,7 @@ def gateway_sections(
         "ota": {"key_file": str(key_file), "counter_url": counter_url},
         "calibration": {"url": calibration_url},
         "state": {"url": state_url, "prefix": state_prefix},
-        "gateway": {
-            "health": "tcp:0:interface=127.0.0.1",
-            "grace_period": grace_period,
-            "workers": workers,
-        },
+        "gateway": gateway,
     }
 
 
