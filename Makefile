@@ -30,7 +30,9 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/smpp_throughput.py
+	$(BIN)/python bench/esme_paths.py
 	$(BIN)/python bench/ota_packets.py
+	$(BIN)/python bench/app_topup.py
 	$(BIN)/python bench/ledger_throughput.py
 	$(BIN)/python bench/calibration.py
 	$(BIN)/python bench/e2e_topup.py --ledger-url "$${STKPAY_TEST_PG:-postgresql://postgres@127.0.0.1:5432/postgres}" \
