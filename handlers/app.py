@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -184,12 +185,21 @@ class LoadNote:
 
     @staticmethod
     def credit(
-        *, old_balance: int, terminal_id: bytes, date: dt.date, time: dt.time, lang: str
+        *,
+        old_balance: int,
+        terminal_id: bytes,
+        date: dt.date,
+        time: dt.time,
+        lang: str,
+        nonce: str | None = None,
     ) -> str:
-        """The durable part of a note, as stored with the reservation (compact JSON)."""
+        """The durable part of a note, as stored with the reservation (compact JSON). Its
+        ``n`` (random unless given) makes each note unique: a reservation that returns the
+        caller's own note was made by that call (a replay returns the first caller's)."""
         at = dt.datetime.combine(date, time).isoformat()
         body = {"v": _CREDIT_VERSION, "ob": old_balance, "tid": terminal_id.hex(), "at": at}
-        return json.dumps({**body, "l": lang}, separators=(",", ":"))
+        n = secrets.token_hex(8) if nonce is None else nonce
+        return json.dumps({**body, "l": lang, "n": n}, separators=(",", ":"))
 
     @classmethod
     def from_load(cls, load: LoadView, zone: dt.tzinfo) -> LoadNote | None:
@@ -555,8 +565,12 @@ class WalletApp:
             first = LoadNote.from_load(load, self._zone)
             if first is not None:
                 date, time = first.date, first.time
-        elif load.id not in {v.id for v in self.ledger.pending_loads(iccid)}:
-            return effects  # a replay of a load already settled
+        elif load.credit != credit and load.id not in {
+            v.id for v in self.ledger.pending_loads(iccid)
+        }:
+            # A replay (the first reservation's note came back, not ours) of a load settled
+            # since. Our own note back means this call reserved it: pending, no read needed.
+            return effects
         return [
             *effects,
             self._send_credit(

@@ -11,14 +11,15 @@ import random
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from handlers.app import AppConfig, Effect, SendOta, SendSms, WalletApp
+from handlers.app import AppConfig, Effect, LoadNote, SendOta, SendSms, WalletApp
 from handlers.pins import Pepper, SqlPinStore
 from handlers.state import MemoryState
-from ledger.service import Ledger
+from ledger.service import Ledger, LoadView
 from ota.counters import CounterStorageError, open_counter_store
 from ota.keys import KeyAlgorithm
 from ota.keystore import FileKeyStore, generate_keyset
@@ -337,6 +338,45 @@ def test_duplicated_topup_mo_posts_once_and_sends_no_second_credit(rig: Rig) -> 
     assert rig.inbox(msisdn) == [
         render("topup_ok", "zh", amount=10_000, card_balance=10_000, cash_balance=190_000)
     ]
+
+
+def test_new_reservation_is_known_by_its_own_note(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A top-up whose reservation comes back with the note the app gave (unique per note)
+    reads the card's pending loads once, before the reserve; a replay, whose first note comes
+    back, reads them again (test above: a settled load gets no second CREDIT)."""
+    msisdn = rig.msisdn()
+    iccid = rig.open(msisdn)
+    reads: list[str] = []
+    pending_loads = rig.ledger.pending_loads
+
+    def counted(card: str | None = None) -> list[LoadView]:
+        reads.append(str(card))
+        return pending_loads(card)
+
+    monkeypatch.setattr(rig.ledger, "pending_loads", counted)
+    rig.topup(msisdn, 100)
+    assert rig.inbox(msisdn)[-1].startswith("充值成功")
+    assert reads == [iccid]
+    first = rig.sent_mo[0]
+    rig.receiver = SecuredMoReceiver(rig.keystore, MemoryHistory(), tars=[wallet_mo.PLATFORM_TAR])
+    rig.app = rig.make_app()  # a restart: the MO looks new, the reserve returns the first load
+    reads.clear()
+    assert rig.deliver(first) == []
+    assert reads == [iccid, iccid]
+    notes = {LoadNote.credit(**_NOTE, nonce=None) for _ in range(3)}
+    assert len(notes) == 3
+    assert LoadNote.credit(**_NOTE, nonce="ab") == LoadNote.credit(**_NOTE, nonce="ab")
+
+
+_NOTE: dict[str, Any] = {
+    "old_balance": 0,
+    "terminal_id": TERMINAL_ID,
+    "date": dt.date(2024, 5, 20),
+    "time": dt.time(10, 30),
+    "lang": "zh",
+}
 
 
 def test_replayed_counter_with_other_content_is_refused(rig: Rig) -> None:
