@@ -87,7 +87,7 @@ class Clock:
         self.now += dt.timedelta(seconds=seconds)
 
 
-def _message(msisdn: str, out: Outgoing) -> Message:
+def to_message(msisdn: str, out: Outgoing) -> Message:
     """What the SMSC side hands the app for an MO the phone sent (reassembled, UDH split)."""
     payload = b""
     ies = []
@@ -157,7 +157,7 @@ class Rig:
 
     def _pump(self, msisdn: str) -> None:
         for out in self.fleet[msisdn].phone.outbox():
-            self._apply(self.app.on_message(_message(msisdn, out)))
+            self._apply(self.app.on_message(to_message(msisdn, out)))
 
     def _apply(self, effects: list[Effect]) -> None:
         for effect in effects:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bench.app_topup import Clock, to_message
 from handlers.app import AppConfig, Effect, LoadNote, SendOta, SendSms, WalletApp
 from handlers.pins import Pepper, SqlPinStore
 from handlers.state import MemoryState
@@ -33,53 +34,15 @@ from simcard.phone import VirtualPhone
 from simcard.purse import Purse
 from simcard.wallet_applet import TERMINAL_ID, Outgoing, WalletApplet
 from smsc.reassembly import Message
-from smsc.udh import CONCAT_IEIS, split_udh
 from stk_menus import wallet_mo
 from stk_menus.replies import render
 
 FIRST = "8613900000000"
 PIN = "123456"
 ID_NUMBER = "11010119900307001X"
-START = dt.datetime(2024, 5, 20, 2, 30, tzinfo=dt.UTC)  # 10:30 in Asia/Shanghai
 TOPUP = "我的手机钱包/充值"
 BALANCE = "我的手机钱包/余额查询"
 LAST10 = "我的手机钱包/最近10笔交易"
-
-
-class Clock:
-    """A settable clock: aware UTC datetimes for the ledger and the app, seconds for the rest."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def seconds(self) -> float:
-        return self.now.timestamp()
-
-    def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
-
-
-def to_message(msisdn: str, out: Outgoing) -> Message:
-    """What the SMSC side hands the app for an MO the phone sent (reassembled, UDH split)."""
-    payload = b""
-    ies = []
-    for part in out.user_data:
-        part_ies, data = split_udh(part)
-        ies += [ie for ie in part_ies if ie.iei not in CONCAT_IEIS and ie not in ies]
-        payload += data
-    return Message(
-        source=msisdn,
-        destination=out.destination,
-        data_coding=out.data_coding,
-        esm_class=0,
-        protocol_id=out.protocol_id,
-        payload=payload,
-        ies=tuple(ies),
-        parts=len(out.user_data),
-    )
 
 
 def text_message(msisdn: str, text: str) -> Message:

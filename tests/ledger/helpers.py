@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 
+from ledger.commit import Job
 from ledger.service import Ledger, WalletView
 
 MSISDN = "8613800138000"
@@ -58,3 +59,13 @@ def raw_sql(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
     with psycopg.connect(url, autocommit=True) as con:
         cur = con.execute(sql.replace("?", "%s"), params or None)
         return cur.fetchall() if cur.description else []
+
+
+def run_one_batch(
+    led: Ledger, calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]]
+) -> list[Job]:
+    """Run ``calls`` (method, args, kwargs) as one batch in one transaction."""
+    jobs = [led._capture(method, args, kwargs) for method, args, kwargs in calls]
+    with led._db.connection() as conn:
+        led._runner.run(conn, jobs)
+    return jobs

@@ -16,7 +16,7 @@ from ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from ledger.service import _CAPTURE, Ledger
 
 from .conftest import SettableClock
-from .helpers import ICCID, ID_NUMBER, MSISDN, MSISDN2, funded_wallet, raw_sql
+from .helpers import ICCID, ID_NUMBER, MSISDN, MSISDN2, funded_wallet, raw_sql, run_one_batch
 
 
 def _legs_newest_first(url: str, accounts: set[str]) -> list[int]:
@@ -153,16 +153,6 @@ def test_migration_2_backfills_the_chains(
         _assert_chains(ledger_url)
 
 
-def _run_one_batch(
-    led: Ledger, calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]]
-) -> list[Job]:
-    """Run ``calls`` (method, args, kwargs) as one batch in one transaction."""
-    jobs = [led._capture(method, args, kwargs) for method, args, kwargs in calls]
-    with led._db.connection() as conn:
-        led._runner.run(conn, jobs)
-    return jobs
-
-
 def test_one_batch_refuses_individually_with_the_figures_of_the_batch(
     ledger_url: str, ledger_clock: SettableClock
 ) -> None:
@@ -201,7 +191,7 @@ def test_one_batch_refuses_individually_with_the_figures_of_the_batch(
             (led.deposit, (MSISDN, 5, "bank"), {"request_id": "d2"}),
             (led.deposit, (MSISDN, 6, "bank"), {"request_id": "d1"}),  # reused key
         ]
-        jobs = _run_one_batch(led, calls)
+        jobs = run_one_batch(led, calls)
         for job in jobs:
             job.finish()
         errors = [type(j.error).__name__ if j.error else None for j in jobs]

@@ -5,23 +5,20 @@ as the requests that stood left it, on both backends."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from ledger.commit import Job
 from ledger.service import Ledger
 from tests.ledger.conftest import SettableClock
-from tests.ledger.helpers import ICCID, ICCID2, ICCID3, ID_NUMBER, MSISDN, MSISDN2, raw_sql
+from tests.ledger.helpers import (
+    ICCID,
+    ICCID2,
+    ICCID3,
+    ID_NUMBER,
+    MSISDN,
+    MSISDN2,
+    raw_sql,
+    run_one_batch,
+)
 
 MSISDN3 = "8613700137000"
-
-
-def _run_one_batch(
-    led: Ledger, calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]]
-) -> list[Job]:
-    jobs = [led._capture(method, args, kwargs) for method, args, kwargs in calls]
-    with led._db.connection() as conn:
-        led._runner.run(conn, jobs)
-    return jobs
 
 
 def test_mixed_batch_writes_each_row_as_its_requests_left_it(
@@ -37,7 +34,7 @@ def test_mixed_batch_writes_each_row_as_its_requests_left_it(
             MSISDN2, ICCID2, 3_000, card_balance=0, online_counter=1, key="first"
         )
         ledger_clock.advance(seconds=5)
-        jobs = _run_one_batch(
+        jobs = run_one_batch(
             led,
             [
                 # wallets.topup_day/topup_count, cards.in_flight
