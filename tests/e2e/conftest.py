@@ -27,6 +27,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -477,3 +479,32 @@ async def rig(tmp_path: Path, backend: Backend) -> AsyncIterator[Rig]:
         r.audit()
     finally:
         await r.stop()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env(tmp: Path) -> dict[str, str]:
+    """The environment of a ``stkpay`` process: no STKPAY_* of the caller's but the test pepper."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STKPAY_")}
+    return env | {"PYTHONPATH": str(ROOT), "HOME": str(tmp), "STKPAY_PIN_PEPPER": PEPPER_HEX}
+
+
+def stkpay(tmp: Path, config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """One ``stkpay --config CONFIG ARGV`` run (blocking: call it from a thread)."""
+    return subprocess.run(
+        [sys.executable, "-m", "stkpay", "--config", str(config), *argv],
+        cwd=tmp,
+        env=cli_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def ledger_config(tmp: Path, ledger_url: str, name: str = "cli.toml") -> Path:
+    """A configuration naming only the ledger (what the business hall's CLI needs)."""
+    config = tmp / name
+    config.write_text(f'[ledger]\nurl = "{ledger_url}"\n', encoding="utf-8")
+    return config

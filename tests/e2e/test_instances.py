@@ -14,9 +14,7 @@ one instance stopped with loads in flight: the other posts them and keeps servin
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +25,19 @@ from twisted.internet import threads
 from ota.platform import PorResult
 from stk_menus.replies import render
 from stkpay.gateway import GatewayService
-from tests.e2e.conftest import CAPPED, CASH, FIRST, PHONES, SECOND, WAIT, Rig
+from tests.e2e.conftest import (
+    CAPPED,
+    CASH,
+    FIRST,
+    PHONES,
+    SECOND,
+    WAIT,
+    Rig,
+    ledger_config,
+    stkpay,
+)
 from tests.smsc.test_esme_tcp import until
 
-ROOT = Path(__file__).resolve().parents[2]
 #: Yuan per phone per round: within 500 a top-up, SECOND's 50 of cash, CAPPED's 100 of room
 #: under the card's 1000 (it holds 900 the platform never saw), 5 top-ups a local day.
 ROUNDS: tuple[dict[str, int], ...] = (
@@ -103,19 +110,7 @@ async def topup_all(rig: Rig, books: Books, amounts: dict[str, int]) -> None:
 
 def ledger_verify_cli(tmp: Path, ledger_url: str) -> subprocess.CompletedProcess[str]:
     """``stkpay ledger verify`` on the gateways' ledger (blocking)."""
-    config = tmp / "verify.toml"
-    config.write_text(f'[ledger]\nurl = "{ledger_url}"\n', encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STKPAY_")}
-    env |= {"PYTHONPATH": str(ROOT), "HOME": str(tmp)}
-    return subprocess.run(
-        [sys.executable, "-m", "stkpay", "--config", str(config), "ledger", "verify"],
-        cwd=tmp,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return stkpay(tmp, ledger_config(tmp, ledger_url, "verify.toml"), "ledger", "verify")
 
 
 async def settled(rig: Rig) -> None:

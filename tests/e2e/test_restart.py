@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -48,13 +47,14 @@ from tests.e2e.conftest import (
     SHORT_CODE,
     TOPUP,
     Network,
+    cli_env,
     make_fleet,
     open_wallets,
+    stkpay,
 )
 from tests.smsc.conftest import SimHandle, start_simulator, stop_simulator
 from tests.smsc.test_esme_tcp import until
 
-ROOT = Path(__file__).resolve().parents[2]
 #: Process start-up on a loaded 2-core machine can take seconds.
 START_WAIT = 60.0
 WAIT = 20.0
@@ -126,24 +126,6 @@ def write_config(tmp: Path, sim: SimHandle) -> Path:
         encoding="utf-8",
     )
     return path
-
-
-def cli_env(tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STKPAY_")}
-    return env | {"PYTHONPATH": str(ROOT), "HOME": str(tmp), "STKPAY_PIN_PEPPER": PEPPER_HEX}
-
-
-def stkpay(tmp: Path, config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    """One ``stkpay --config CONFIG ARGV`` run (blocking: call it from a thread)."""
-    return subprocess.run(
-        [sys.executable, "-m", "stkpay", "--config", str(config), *argv],
-        cwd=tmp,
-        env=cli_env(tmp),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 class Site:

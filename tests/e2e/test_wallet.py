@@ -16,9 +16,7 @@ ledger verifies, nothing is posted twice, and the phones' purses equal the card 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,6 @@ from tests.e2e.conftest import (
     CAPPED,
     FIRST,
     LAST10,
-    PEPPER_HEX,
     PIN,
     PRELOAD,
     SECOND,
@@ -45,10 +42,10 @@ from tests.e2e.conftest import (
     WRONG_PIN,
     Mo,
     Rig,
+    ledger_config,
+    stkpay,
 )
 from tests.smsc.test_esme_tcp import until
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def ok(amount: int, card: int, cash: int) -> str:
@@ -221,20 +218,8 @@ async def test_tampered_packet_is_refused(rig: Rig) -> None:
 
 def unlock_pin_cli(tmp: Path, ledger_url: str, msisdn: str) -> subprocess.CompletedProcess[str]:
     """``stkpay wallet unlock-pin --msisdn`` as the business hall runs it (blocking)."""
-    config = tmp / "hall.toml"
-    config.write_text(f'[ledger]\nurl = "{ledger_url}"\n', encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STKPAY_")}
-    env |= {"PYTHONPATH": str(ROOT), "HOME": str(tmp), "STKPAY_PIN_PEPPER": PEPPER_HEX}
-    argv = ["wallet", "unlock-pin", "--msisdn", msisdn]
-    return subprocess.run(
-        [sys.executable, "-m", "stkpay", "--config", str(config), *argv],
-        cwd=tmp,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    config = ledger_config(tmp, ledger_url, "hall.toml")
+    return stkpay(tmp, config, "wallet", "unlock-pin", "--msisdn", msisdn)
 
 
 @pytest_twisted.ensureDeferred
