@@ -25,8 +25,7 @@ from ledger.schema import MIGRATIONS, SCHEMA_VERSION
 from ledger.service import Ledger
 
 from .conftest import SettableClock
-from .helpers import ICCID, ID_NUMBER, MSISDN, funded_wallet, journal_size, raw_sql
-from .test_chain import _run_one_batch
+from .helpers import ICCID, ID_NUMBER, MSISDN, funded_wallet, journal_size, raw_sql, run_one_batch
 
 NOTE = '{"at":"260302100000","ob":0,"tid":"5445524d30303031","v":1}'
 
@@ -112,7 +111,7 @@ def test_replay_in_the_same_batch_keeps_the_first_credit(
             (led.reserve_load, (MSISDN, ICCID, 1_000), {**kwargs, "credit": "first"}),
             (led.reserve_load, (MSISDN, ICCID, 1_000), {**kwargs, "credit": "second"}),
         ]
-        jobs = _run_one_batch(led, calls)
+        jobs = run_one_batch(led, calls)
         for job in jobs:
             job.finish()
         assert [j.error for j in jobs] == [None, None]
@@ -174,7 +173,7 @@ def test_bad_credit_in_a_batch_leaves_the_others(
             (led.reserve_load, (MSISDN, ICCID, 1_000), {**base, "key": "b", "credit": "\x00"}),
             (led.reserve_load, (MSISDN, ICCID, 1_000), {**base, "key": "c", "credit": None}),
         ]
-        jobs = _run_one_batch(led, calls)
+        jobs = run_one_batch(led, calls)
         for job in jobs:
             job.finish()
         assert [type(j.error).__name__ if j.error else None for j in jobs] == [
