@@ -208,6 +208,7 @@ def pending_loads(conn: Conn, iccid: str | None) -> list[LoadView]:
 
 def verify(conn: Conn) -> VerifyReport:
     """Recompute every balance from the journal and check the invariants."""
+    conn.scan_tables()
     problems: list[str] = []
     heads: dict[str, int | None] = {}
     accounts: dict[str, tuple[str, str, int]] = {}
