@@ -538,7 +538,9 @@ def _maybe_pg(url: str | None) -> Iterator[str | None]:
 
 
 async def _bench(reactor: Any, args: argparse.Namespace) -> int:
-    results = [await _run_config(reactor, args, "sqlite + in-process", None, None)]
+    results: list[_Result] = []
+    if not args.skip_sqlite:
+        results.append(await _run_config(reactor, args, "sqlite + in-process", None, None))
     if args.ledger_url or args.redis_url:
         ledger = "postgresql" if args.ledger_url else "sqlite"
         name = f"{ledger} + {'redis' if args.redis_url else 'in-process'}"
@@ -568,6 +570,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ledger-url", help="PostgreSQL server for a second configuration")
     parser.add_argument("--redis-url", help="Redis for the second configuration's state")
+    parser.add_argument(
+        "--skip-sqlite",
+        action="store_true",
+        help="only the --ledger-url/--redis-url configuration (profiling it alone)",
+    )
     parser.add_argument("--quick", action="store_true", help="1,000 subscribers, 3 s rows")
     args = parser.parse_args(argv)
     if args.quick:
@@ -575,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds = min(args.seconds, 3.0)
     if args.subscribers < 1 or args.seconds <= 0 or args.concurrency < 1 or args.rate < 0:
         parser.error("--subscribers, --seconds, --concurrency must be positive, --rate >= 0")
+    if args.skip_sqlite and not (args.ledger_url or args.redis_url):
+        parser.error("--skip-sqlite needs --ledger-url or --redis-url")
     return run(lambda reactor: _bench(reactor, args))
 
 
