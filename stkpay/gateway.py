@@ -440,6 +440,9 @@ class GatewayService(MultiService):
                 "ledger": "ok" if ledger_ok else "unreachable",
                 "mo_accepted": self.mo_accepted,
                 "mo_refused": self.mo_refused,
+                "mo_in_progress": len(self._busy),
+                "mt_unanswered": len(self._sends),
+                "mt_queued": self.esme.core.queued,
             }
             if reasons:
                 out["reason"] = "; ".join(reasons)

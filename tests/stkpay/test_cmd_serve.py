@@ -167,6 +167,11 @@ def test_serve_becomes_ready_and_exits_0_on_sigterm(tmp_path: Path, smsc: int) -
             time.sleep(0.05)
             code, body = healthz(port)
         assert (code, body["status"]) == (200, "ready"), body
+        assert {k: body[k] for k in ("mo_in_progress", "mt_unanswered", "mt_queued")} == {
+            "mo_in_progress": 0,
+            "mt_unanswered": 0,
+            "mt_queued": 0,
+        }, body
         started = time.monotonic()
         proc.popen.send_signal(signal.SIGTERM)
         assert proc.finish(timeout=10) == 0, proc.text()
