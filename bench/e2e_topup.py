@@ -363,7 +363,7 @@ async def _run_config(
                     seconds=secs,
                 ),
             )
-            if args.rate > 0:
+            for _ in range(args.repeat if args.rate > 0 else 0):
                 await measure(
                     "top-up",
                     lambda: open_loop(
@@ -571,6 +571,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ledger-url", help="PostgreSQL server for a second configuration")
     parser.add_argument("--redis-url", help="Redis for the second configuration's state")
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the last paced row this many times (the RSS after each tells a high-water "
+        "mark from a leak)",
+    )
+    parser.add_argument(
         "--skip-sqlite",
         action="store_true",
         help="only the --ledger-url/--redis-url configuration (profiling it alone)",
@@ -580,8 +587,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.subscribers = min(args.subscribers, 1000)
         args.seconds = min(args.seconds, 3.0)
-    if args.subscribers < 1 or args.seconds <= 0 or args.concurrency < 1 or args.rate < 0:
-        parser.error("--subscribers, --seconds, --concurrency must be positive, --rate >= 0")
+    if (
+        args.subscribers < 1
+        or args.seconds <= 0
+        or args.concurrency < 1
+        or args.rate < 0
+        or args.repeat < 1
+    ):
+        parser.error(
+            "--subscribers, --seconds, --concurrency, --repeat must be positive, --rate >= 0"
+        )
     if args.skip_sqlite and not (args.ledger_url or args.redis_url):
         parser.error("--skip-sqlite needs --ledger-url or --redis-url")
     return run(lambda reactor: _bench(reactor, args))
