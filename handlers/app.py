@@ -57,7 +57,7 @@ from ledger.errors import (
     UnknownLoad,
     UnknownSubscriber,
 )
-from ledger.service import Ledger, LoadView
+from ledger.service import Ledger, LoadView, WalletView
 from ota.apdu import CommandApdu
 from ota.commands import TAR_RFM_UICC
 from ota.errors import CounterTooLow, OtaError, ResponseStatus
@@ -357,16 +357,17 @@ class WalletApp:
 
     def _query(self, msisdn: str, action: str, lang: str) -> str:
         if action == "balance":
-            wallet = self.ledger.wallet(msisdn)
-            return render(
-                "balance", lang, card_balance=wallet.card_balance, cash_balance=wallet.cash
-            )
+            return self._balance(self.ledger.wallet(msisdn), lang)
         entries = self.ledger.history(msisdn, last=10)
         rows = [
             {"date": e.at.astimezone(self._zone).date(), "kind": e.code, "amount": e.amount}
             for e in entries
         ]
         return render("last10", lang, transactions=rows)
+
+    @staticmethod
+    def _balance(wallet: WalletView, lang: str) -> str:
+        return render("balance", lang, card_balance=wallet.card_balance, cash_balance=wallet.cash)
 
     # -- secured MO -------------------------------------------------------------------------
 
@@ -413,6 +414,7 @@ class WalletApp:
                 tar=command.tar,
                 counter=command.counter,
                 redelivered=received.redelivered,
+                wallet=wallet,
             )
         texts_sent = [e.text for e in effects if isinstance(e, SendSms)]
         try:
@@ -432,16 +434,28 @@ class WalletApp:
         tar: bytes,
         counter: int,
         redelivered: bool,
+        wallet: WalletView,
     ) -> list[Effect]:
+        """``wallet``: the sender's wallet as read to find its card. Nothing in flight on the
+        card means no load of it is pending (the ledger keeps the two together, and
+        ``verify`` checks it): there is nothing to settle, and its balances are current."""
         lang = _lang(action.language)
         load_key = f"{iccid}:{tar.hex().upper()}:{counter}"
+        settled = wallet.in_flight == 0
         if isinstance(action, wallet_mo.TopUp):
             return self._topup(
-                msisdn, iccid, action, lang=lang, load_key=load_key, redelivered=redelivered
+                msisdn,
+                iccid,
+                action,
+                lang=lang,
+                load_key=load_key,
+                redelivered=redelivered,
+                pending=() if settled else None,
             )
-        effects: list[Effect] = self._resolve(msisdn, iccid, action, None, None)
+        effects: list[Effect] = [] if settled else self._resolve(msisdn, iccid, action, None, None)
         if isinstance(action, wallet_mo.Balance):
-            effects.append(SendSms(msisdn, self._query(msisdn, "balance", lang)))
+            text = self._balance(wallet, lang) if settled else self._query(msisdn, "balance", lang)
+            effects.append(SendSms(msisdn, text))
         elif isinstance(action, wallet_mo.Last10):
             effects.append(SendSms(msisdn, self._query(msisdn, "last10", lang)))
         elif isinstance(action, wallet_mo.Calibration) and self.calibration is not None:
@@ -491,7 +505,10 @@ class WalletApp:
         lang: str,
         load_key: str,
         redelivered: bool,
+        pending: Sequence[LoadView] | None = None,
     ) -> list[Effect]:
+        """``pending``: the card's pending loads when the caller knows them (none)."""
+
         def reply(name: str, **values: object) -> list[Effect]:
             return [*effects, SendSms(msisdn, render(name, lang, **values))]
 
@@ -499,7 +516,8 @@ class WalletApp:
             init = InitializeForLoadResponse.from_bytes(action.load_init)
         except PbocError:
             return [SendSms(msisdn, render("refused_bad_mac", lang))]
-        pending = self.ledger.pending_loads(iccid)
+        if pending is None:
+            pending = self.ledger.pending_loads(iccid)
         effects: list[Effect] = self._resolve(
             msisdn, iccid, action, init, load_key, pending=pending
         )

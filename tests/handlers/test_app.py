@@ -20,7 +20,7 @@ from bench.app_topup import Clock, to_message
 from handlers.app import AppConfig, Effect, LoadNote, SendOta, SendSms, WalletApp
 from handlers.pins import Pepper, SqlPinStore
 from handlers.state import MemoryState
-from ledger.service import Ledger, LoadView
+from ledger.service import Ledger, LoadView, WalletView
 from ota.counters import CounterStorageError, open_counter_store
 from ota.keys import KeyAlgorithm
 from ota.keystore import FileKeyStore, generate_keyset
@@ -306,9 +306,10 @@ def test_duplicated_topup_mo_posts_once_and_sends_no_second_credit(rig: Rig) -> 
 def test_new_reservation_is_known_by_its_own_note(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A top-up whose reservation comes back with the note the app gave (unique per note)
-    reads the card's pending loads once, before the reserve; a replay, whose first note comes
-    back, reads them again (test above: a settled load gets no second CREDIT)."""
+    """A top-up on a card with nothing in flight reads no pending loads (there are none), and
+    its reservation comes back with the note the app gave (unique per note), so it needs no
+    read after the reserve either; a replay of that load, settled since, gets the first note
+    back and reads them once, after the reserve (test above: no second CREDIT)."""
     msisdn = rig.msisdn()
     iccid = rig.open(msisdn)
     reads: list[str] = []
@@ -321,13 +322,13 @@ def test_new_reservation_is_known_by_its_own_note(
     monkeypatch.setattr(rig.ledger, "pending_loads", counted)
     rig.topup(msisdn, 100)
     assert rig.inbox(msisdn)[-1].startswith("充值成功")
-    assert reads == [iccid]
+    assert reads == []
     first = rig.sent_mo[0]
     rig.receiver = SecuredMoReceiver(rig.keystore, MemoryHistory(), tars=[wallet_mo.PLATFORM_TAR])
     rig.app = rig.make_app()  # a restart: the MO looks new, the reserve returns the first load
     reads.clear()
     assert rig.deliver(first) == []
-    assert reads == [iccid, iccid]
+    assert reads == [iccid]
     notes = {LoadNote.credit(**_NOTE, nonce=None) for _ in range(3)}
     assert len(notes) == 3
     assert LoadNote.credit(**_NOTE, nonce="ab") == LoadNote.credit(**_NOTE, nonce="ab")
@@ -463,6 +464,35 @@ def test_por_lost_then_posted_at_next_contact(rig: Rig) -> None:
         render("balance", "zh", card_balance=10_000, cash_balance=190_000),
     ]
     assert rig.ledger.pending_loads() == []
+
+
+def test_balance_with_nothing_in_flight_reads_the_wallet_once(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A balance query from a card with nothing in flight is answered from the wallet read
+    that found the card: no pending loads to settle, so no second read (the test above
+    covers a card with a load in doubt, whose reply shows the balances after settling it)."""
+    msisdn = rig.msisdn()
+    rig.open(msisdn)
+    rig.topup(msisdn, 100)
+    reads: list[str] = []
+    wallet, pending_loads = rig.ledger.wallet, rig.ledger.pending_loads
+
+    def counted_wallet(who: str) -> WalletView:
+        reads.append("wallet")
+        return wallet(who)
+
+    def counted_pending(card: str | None = None) -> list[LoadView]:
+        reads.append("pending")
+        return pending_loads(card)
+
+    monkeypatch.setattr(rig.ledger, "wallet", counted_wallet)
+    monkeypatch.setattr(rig.ledger, "pending_loads", counted_pending)
+    rig.query(msisdn, BALANCE)
+    assert rig.inbox(msisdn)[-1] == render(
+        "balance", "zh", card_balance=10_000, cash_balance=190_000
+    )
+    assert reads == ["wallet"]
 
 
 def test_por_lost_resolved_after_restart_by_the_counter(rig: Rig) -> None:
