@@ -667,8 +667,8 @@ class Database:
             # empty) is a sequential scan, and it stays one, however big the table grows,
             # until autovacuum next analyzes the table: the pending-loads lookup went from
             # 20 us to 500 us, and the batch prefetch from 0.6 to 3.7 ms, within one run of
-            # the end-to-end bench. Whole-table reads (``verify``) turn scans back on for
-            # their own transaction (:meth:`Conn.scan_tables`).
+            # the end-to-end bench. Whole-table work (``verify``, the migrations) turns scans
+            # back on for its own transaction (:meth:`Conn.scan_tables`).
             raw.execute("SET enable_seqscan = off")
             return Conn("postgresql", raw)
         except StorageError:
@@ -727,6 +727,7 @@ class Database:
                 conn.begin_write()
                 if conn.dialect == "postgresql":
                     conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+                conn.scan_tables()  # a backfill reads whole tables
                 conn.execute(VERSION_TABLE[conn.dialect])
                 row = conn.one("SELECT COALESCE(MAX(version), 0) FROM schema_version")
                 current = int(row[0]) if row else 0

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from ledger.db import Database, dumps, parse_url, redact_url
 from ledger.errors import InvalidRequest, StorageError
-from ledger.schema import SCHEMA_VERSION
+from ledger.schema import MIGRATIONS, SCHEMA_VERSION, Migration
 from ledger.service import Ledger
 
 from .helpers import ID_NUMBER, MSISDN, raw_sql
@@ -327,3 +327,24 @@ def test_young_table_is_still_looked_up_by_index(pg_url: str) -> None:
     assert any(kind.startswith("Index") and rel == "loads" for kind, rel in nodes), nodes
     assert ("Seq Scan", "loads") in _scans(whole)
     assert after == ("off",)
+
+
+def test_migrations_plan_whole_table_scans(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: a migration's transaction may scan whole tables (a backfill reads every
+    row), unlike the ledger's other statements; the setting ends with the migration."""
+    probe = Migration(
+        SCHEMA_VERSION + 1,
+        "probe",
+        (),
+        ("CREATE TABLE probe AS SELECT current_setting('enable_seqscan') AS seqscan",),
+    )
+    monkeypatch.setattr("ledger.db.MIGRATIONS", (*MIGRATIONS, probe))
+    db = Database(pg_url)
+    try:
+        assert db.migrate() == SCHEMA_VERSION + 1
+        with db.connection() as conn:
+            during = conn.one("SELECT seqscan FROM probe")
+            after = conn.one("SHOW enable_seqscan")
+    finally:
+        db.close()
+    assert (during, after) == (("on",), ("off",))
