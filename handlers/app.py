@@ -822,13 +822,12 @@ class WalletApp:
             self._forget(target)
             return []
         self._forget(target)
-        wallet = self.ledger.wallet(msisdn)
+        card_balance, cash = load.card_balance, load.cash_balance
+        if card_balance is None or cash is None:  # a ledger that does not report them
+            wallet = self.ledger.wallet(msisdn)
+            card_balance, cash = wallet.card_balance, wallet.cash
         text = render(
-            "topup_ok",
-            lang,
-            amount=load.amount,
-            card_balance=wallet.card_balance,
-            cash_balance=wallet.cash,
+            "topup_ok", lang, amount=load.amount, card_balance=card_balance, cash_balance=cash
         )
         return [SendSms(msisdn, text)]
 

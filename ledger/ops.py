@@ -197,8 +197,14 @@ def transfer_view(row: TransferRow) -> TransferView:
     return row.view()
 
 
-def load_view(load: LoadRow, state: str | None = None) -> LoadView:
-    """A load as a view (optionally with another state)."""
+def load_view(
+    load: LoadRow,
+    state: str | None = None,
+    *,
+    card_balance: int | None = None,
+    cash_balance: int | None = None,
+) -> LoadView:
+    """A load as a view (optionally with another state, and the balances a post left)."""
     return LoadView(
         id=load.id,
         msisdn=load.msisdn,
@@ -208,6 +214,20 @@ def load_view(load: LoadRow, state: str | None = None) -> LoadView:
         online_counter=load.online_counter,
         key=load.key,
         credit=load.credit,
+        card_balance=card_balance,
+        cash_balance=cash_balance,
+    )
+
+
+def _posted_view(tx: Tx, load: LoadRow, wallet: WalletRow, card: CardRow) -> LoadView:
+    """A posted load with the balances of its card purse and its wallet's cash account, read
+    under lock (the post's prefetch holds both rows already: no statement on either backend)."""
+    purse = tx.account(card.purse_account, lock=True)
+    cash = tx.account(wallet.cash_account, lock=True)
+    return load_view(
+        load,
+        card_balance=purse.balance if purse is not None else None,
+        cash_balance=cash.balance if cash is not None else None,
     )
 
 
@@ -649,7 +669,7 @@ def _settle_load(tx: Tx, load_id: str, outcome: str) -> Thunk:
     """Phase two: post (in flight -> card purse) or void (in flight -> cash account)."""
     load, wallet, card = _load_locked(tx, load_id)
     if load.state == outcome:
-        view = load_view(load)
+        view = _posted_view(tx, load, wallet, card) if outcome == "posted" else load_view(load)
         return lambda: view
     if load.state not in ("reserved", "in_doubt"):
         raise LoadStateError(f"load {load_id} is {load.state}; it cannot be {outcome}")
@@ -688,7 +708,7 @@ def _settle_load(tx: Tx, load_id: str, outcome: str) -> Thunk:
             tx.set(wallet, topup_count=wallet.topup_count - 1)
     tx.set(card, in_flight=card.in_flight - load.amount)
     tx.set(load, state=outcome, updated_at=tx.now)
-    view = load_view(load)
+    view = _posted_view(tx, load, wallet, card) if outcome == "posted" else load_view(load)
     return lambda: view
 
 

@@ -58,7 +58,9 @@ class TransferView:
 @dataclass(frozen=True, slots=True)
 class LoadView:
     """A two-phase card top-up; ``credit``: the caller's note of the CREDIT FOR LOAD it sent
-    (stored with the reservation, None if it gave none)."""
+    (stored with the reservation, None if it gave none). From ``post_load`` only:
+    ``card_balance`` and ``cash_balance``, the card purse's and the wallet's cash balances as
+    the posting left them (what the confirmation SMS shows; None elsewhere)."""
 
     id: str
     msisdn: str
@@ -68,6 +70,8 @@ class LoadView:
     online_counter: int
     key: str
     credit: str | None = None
+    card_balance: int | None = None
+    cash_balance: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

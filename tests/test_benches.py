@@ -29,8 +29,8 @@ def test_esme_paths_bench_runs() -> None:
 def test_app_topup_bench_runs_and_counts_store_calls(tmp_path: Path) -> None:
     """The wallet-app bench completes its top-ups (it exits non-zero otherwise) and counts the
     store calls of one: the card's pending loads are not read (nothing is in flight on the card,
-    and a new reservation is known by its own credit note), the counter drawn once, the PIN
-    checked once."""
+    and a new reservation is known by its own credit note), the wallet read once, the counter
+    drawn once, the PIN checked once."""
     out = _run("bench/app_topup.py", "--cards", "2", "--rounds", "1", "--dir", str(tmp_path))
     calls = next(line for line in out.splitlines() if "calls per top-up:" in line)
     counted = {
@@ -38,6 +38,7 @@ def test_app_topup_bench_runs_and_counts_store_calls(tmp_path: Path) -> None:
         for name, n in (item.strip().rsplit(" ", 1) for item in calls.split(":", 1)[1].split(","))
     }
     assert counted.get("ledger.pending_loads", 0) == 0
+    assert counted["ledger.wallet"] == 1  # to find the card; the post says the new balances
     assert counted["counters.next"] == 1
     assert counted["pins.verify"] == 1
     assert counted["ledger.reserve_load"] == counted["ledger.post_load"] == 1

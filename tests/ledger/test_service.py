@@ -36,6 +36,7 @@ from .helpers import (
     journal_size,
     loaded_card,
     raw_sql,
+    run_one_batch,
 )
 
 TODAY = date(2026, 3, 2)  # the clock fixture: 2026-03-02 10:00 in Shanghai
@@ -244,6 +245,38 @@ def test_reserve_and_post_load(ledger: Ledger) -> None:
         1,
     )
     assert ledger.pending_loads() == []
+    assert ledger.verify().ok
+
+
+def test_post_reports_the_balances_it_left(ledger: Ledger) -> None:
+    """post_load says the card purse's and the cash account's balances as the posting left
+    them (the confirmation SMS shows them without reading the wallet again): after each post,
+    in one batch with other writes to the same accounts, and for a post replayed later."""
+    funded_wallet(ledger, cash=100_000)
+    first = _reserve(ledger, 30_000, "mo:1", counter=1)
+    second = _reserve(ledger, 20_000, "mo:2", card_balance=30_000, counter=2)
+    assert (first.card_balance, first.cash_balance) == (None, None)  # a reservation: not said
+    posted = ledger.post_load(first.id)
+    view = ledger.wallet(MSISDN)
+    assert (posted.card_balance, posted.cash_balance) == (view.card_balance, view.cash)
+    assert (posted.card_balance, posted.cash_balance) == (30_000, 50_000)
+    jobs = run_one_batch(
+        ledger,
+        [
+            (ledger.post_load, (second.id,), {}),
+            (ledger.deposit, (MSISDN, 5_000, "bank"), {"request_id": "more"}),
+            (ledger.post_load, (second.id,), {}),
+        ],
+    )
+    for job in jobs:
+        job.finish()
+    assert [job.error for job in jobs] == [None, None, None]
+    assert [(j.result.card_balance, j.result.cash_balance) for j in (jobs[0], jobs[2])] == [
+        (50_000, 50_000),
+        (50_000, 55_000),
+    ]
+    again = ledger.post_load(first.id)
+    assert (again.state, again.card_balance, again.cash_balance) == ("posted", 50_000, 55_000)
     assert ledger.verify().ok
 
 
