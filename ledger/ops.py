@@ -219,9 +219,12 @@ def load_view(
     )
 
 
-def _posted_view(tx: Tx, load: LoadRow, wallet: WalletRow, card: CardRow) -> LoadView:
-    """A posted load with the balances of its card purse and its wallet's cash account, read
-    under lock (the post's prefetch holds both rows already: no statement on either backend)."""
+def _settled_view(tx: Tx, load: LoadRow, wallet: WalletRow, card: CardRow) -> LoadView:
+    """A settled load; a posted one with the balances of its card purse and its wallet's cash
+    account, read under lock (the post's prefetch holds both rows already: no statement on
+    either backend)."""
+    if load.state != "posted":
+        return load_view(load)
     purse = tx.account(card.purse_account, lock=True)
     cash = tx.account(wallet.cash_account, lock=True)
     return load_view(
@@ -669,7 +672,7 @@ def _settle_load(tx: Tx, load_id: str, outcome: str) -> Thunk:
     """Phase two: post (in flight -> card purse) or void (in flight -> cash account)."""
     load, wallet, card = _load_locked(tx, load_id)
     if load.state == outcome:
-        view = _posted_view(tx, load, wallet, card) if outcome == "posted" else load_view(load)
+        view = _settled_view(tx, load, wallet, card)
         return lambda: view
     if load.state not in ("reserved", "in_doubt"):
         raise LoadStateError(f"load {load_id} is {load.state}; it cannot be {outcome}")
@@ -708,7 +711,7 @@ def _settle_load(tx: Tx, load_id: str, outcome: str) -> Thunk:
             tx.set(wallet, topup_count=wallet.topup_count - 1)
     tx.set(card, in_flight=card.in_flight - load.amount)
     tx.set(load, state=outcome, updated_at=tx.now)
-    view = _posted_view(tx, load, wallet, card) if outcome == "posted" else load_view(load)
+    view = _settled_view(tx, load, wallet, card)
     return lambda: view
 
 
